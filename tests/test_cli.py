@@ -1,0 +1,46 @@
+"The `qoqmed` console command, run as a user runs it (a subprocess)."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+def qoqmed(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", "import sys; from qoqmed.cli import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+def test_help_lists_subcommands():
+    r = qoqmed("--help")
+    assert r.returncode == 0, r.stderr
+    assert "validate" in r.stdout
+
+def test_console_script_installed():
+    from importlib.metadata import entry_points
+    eps = [e for e in entry_points(group="console_scripts") if e.name == "qoqmed"]
+    assert eps and eps[0].value == "qoqmed.cli:main"
+
+def test_validate_demo_data_passes():
+    from qoqmed.data import DEMO_DATA
+    r = qoqmed("validate", str(DEMO_DATA))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith("OK")
+
+def test_validate_reports_every_bad_line(tmp_path):
+    from qoqmed.data import DEMO_DATA, read_jsonl
+    good = read_jsonl(DEMO_DATA)[0].to_dict()
+    for key in ("images", "videos", "time-series", "time_series"):  # make media paths absolute so the copy still finds them
+        if good.get(key): good[key] = [str((Path(DEMO_DATA).parent/p).resolve()) for p in good[key]]
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "domain": "astrology"}),
+             json.dumps({**good, "images": ["no_such_file.png"], "domain": "fundus"})]
+    f = tmp_path/"mixed.jsonl"; f.write_text("\n".join(lines) + "\n")
+    r = qoqmed("validate", str(f))
+    assert r.returncode == 1
+    for n in (2, 3, 4): assert f"mixed.jsonl:{n}:" in r.stdout, r.stdout
+    assert "mixed.jsonl:1:" not in r.stdout
+    assert "4 records, 3 with problems" in r.stdout
+    j = json.loads(qoqmed("validate", "--json", str(f)).stdout)
+    assert j["bad_records"] == 3 and {p["line"] for p in j["problems"]} == {2, 3, 4}
+
+def test_validate_missing_file(tmp_path):
+    r = qoqmed("validate", str(tmp_path/"nope.jsonl"))
+    assert r.returncode == 1
+    assert "nope.jsonl" in r.stdout + r.stderr
