@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageSequence
 
 # %% auto #0
 __all__ = ['DOMAINS', 'DOMAIN_NAMES', 'DOMAIN_ALIASES', 'DATASET_DOMAINS', 'ECG_LEADS', 'STANDARD_12_LEADS', 'FORMAT_PROMPT',
-           'DEMO_DIR', 'DEMO_DATA', 'DataError', 'normalize_domain', 'infer_domain', 'Record', 'Problem', 'read_jsonl',
-           'write_jsonl', 'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg', 'load_mask', 'validate_box',
-           'build_prompt', 'build_messages', 'load_inputs', 'validate_record', 'validate_jsonl', 'build_demo_data']
+           'DEMO_DIR', 'DEMO_DATA', 'DataError', 'normalize_domain', 'infer_domain', 'Record', 'Problem', 'JsonlLine',
+           'iter_jsonl', 'read_jsonl', 'write_jsonl', 'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg',
+           'load_mask', 'validate_box', 'build_prompt', 'build_messages', 'load_inputs', 'validate_record',
+           'validate_jsonl', 'build_demo_data']
 
 # %% ../nbs/00_data.ipynb #8f7a4079
 class DataError(ValueError):
@@ -235,22 +236,40 @@ def _check_fields(rec:Record) -> list[Problem]:
 # %% ../nbs/00_data.ipynb #eca41697
 def _base_dir(path, root): return Path(root) if root is not None else Path(path).resolve().parent
 
-def read_jsonl(path, # a CLIMB/QoQ-Med JSONL file
+class JsonlLine(NamedTuple):
+    "One non-blank line of a JSONL file, parsed as far as it goes."
+    line: int # line number (1-based)
+    data: Any # the decoded JSON value, `None` if the line is not JSON
+    record: Record|None # the record, `None` if the line cannot be one
+    problems: list # `Problem`s with its JSON, structure and fields (media files are not opened)
+
+def iter_jsonl(path, # a CLIMB/QoQ-Med JSONL file
                root=None, # folder that relative media paths start from (default: the file's folder)
-              ) -> list[Record]:
-    "Read a JSONL file into `Record`s; raises `DataError` naming the file and line at the first bad line."
+              ) -> Iterator[JsonlLine]:
+    "Parse a JSONL file line by line, never stopping at a bad line: the one loop under `read_jsonl`, `validate_jsonl` and evaluation."
     path = Path(path)
     if not path.is_file(): raise DataError("file not found" if not path.exists() else "not a file", path)
-    base, records = _base_dir(path, root), []
+    base = _base_dir(path, root)
     with path.open(encoding="utf-8-sig") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip(): continue
             try: d = json.loads(raw)
-            except json.JSONDecodeError as e: raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", path, line=lineno) from None
+            except json.JSONDecodeError as e:
+                yield JsonlLine(lineno, None, None, [Problem(lineno, None, f"not valid JSON: {e.msg} (column {e.colno})", str(path))])
+                continue
             rec, probs = _parse_record(d, base, path, lineno)
-            probs += _check_fields(rec) if rec is not None else []
-            if probs: raise DataError(probs[0].message, path, field=probs[0].field, line=lineno)
-            records.append(rec)
+            yield JsonlLine(lineno, d, rec, probs + (_check_fields(rec) if rec is not None else []))
+
+def read_jsonl(path, # a CLIMB/QoQ-Med JSONL file
+               root=None, # folder that relative media paths start from (default: the file's folder)
+              ) -> list[Record]:
+    "Read a JSONL file into `Record`s; raises `DataError` naming the file and line at the first bad line."
+    records = []
+    for item in iter_jsonl(path, root):
+        if item.problems:
+            p = item.problems[0]
+            raise DataError(p.message, Path(path), field=p.field, line=item.line)
+        records.append(item.record)
     return records
 
 def write_jsonl(records:Sequence[Record], # records to write
@@ -715,16 +734,10 @@ def validate_jsonl(path, # a CLIMB/QoQ-Med JSONL file
     "Every problem in a JSONL file, with line numbers; an empty list means the file is good."
     path = Path(path)
     if not path.is_file(): return [Problem(None, None, "file not found" if not path.exists() else "not a file", str(path))]
-    base, probs = _base_dir(path, root), []
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip(): continue
-            try: d = json.loads(raw)
-            except json.JSONDecodeError as e:
-                probs.append(Problem(lineno, None, f"not valid JSON: {e.msg} (column {e.colno})", str(path))); continue
-            rec, ps = _parse_record(d, base, path, lineno)
-            probs += ps
-            if rec is not None: probs += validate_record(rec, max_frames)
+    probs = []
+    for item in iter_jsonl(path, root):
+        probs += item.problems
+        if item.record is not None: probs += _check_media(item.record, max_frames)
     return probs
 
 # %% ../nbs/00_data.ipynb #1d7bba5e

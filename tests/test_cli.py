@@ -44,3 +44,37 @@ def test_validate_missing_file(tmp_path):
     r = qoqmed("validate", str(tmp_path/"nope.jsonl"))
     assert r.returncode == 1
     assert "nope.jsonl" in r.stdout + r.stderr
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from qoqmed.model import tiny_qoqmed
+    d = tmp_path_factory.mktemp("tiny_model")
+    model, processor = tiny_qoqmed(seed=0)
+    model.save_pretrained(d); processor.save_pretrained(d)
+    return d
+
+def test_infer_eval_compare_end_to_end(tiny_model_dir, tmp_path):
+    "A user's evaluation session on the tiny model: infer one ECG, evaluate the demo set twice (resume), compare."
+    from qoqmed.data import DEMO_DATA, read_jsonl
+    ecg = next(r for r in read_jsonl(DEMO_DATA) if r.time_series).time_series[0]
+    r = qoqmed("infer", "--model", str(tiny_model_dir), "--ecg", ecg, "--question", "What is the rhythm?",
+               "--max-new-tokens", "8", "--device", "cpu", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert {"reasoning", "boxes", "diagnosis", "completion"} <= set(out)
+    assert qoqmed("infer", "--model", str(tiny_model_dir), "--question", "q?").returncode == 2  # no study given
+
+    ev = tmp_path/"eval"
+    args = ("eval", "--model", str(tiny_model_dir), "--data", str(DEMO_DATA), "--out", str(ev), "--limit", "3",
+            "--max-new-tokens", "8", "--device", "cpu", "--no-progress")
+    r = qoqmed(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in ("traces.jsonl", "metrics.md", "metrics.csv", "metrics.png"): assert (ev/f).exists(), f
+    n = len((ev/"traces.jsonl").read_text().splitlines())
+    assert n == 3
+    assert qoqmed(*args).returncode == 0  # rerun resumes: nothing generated twice
+    assert len((ev/"traces.jsonl").read_text().splitlines()) == n
+
+    r = qoqmed("compare", str(ev), str(ev), "--labels", "a,b", "--out", str(tmp_path/"cmp"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path/"cmp"/"compare.png").exists()
