@@ -31,3 +31,8 @@ def test_ci_runs_the_readme_test_command():
 def test_settings_flags_skip_slow_and_gpu():
     ini = (ROOT/"settings.ini").read_text()
     assert re.search(r"^tst_flags\s*=\s*slow gpu\s*$", ini, re.M)
+
+def test_readme_is_the_landing_notebook():
+    sys.path.insert(0, str(ROOT/"scripts"))
+    from make_readme import readme_text
+    assert (ROOT/"README.md").read_text(encoding="utf-8") == readme_text(), "run: python scripts/make_readme.py"
