@@ -273,7 +273,9 @@ class QoQMedForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
     def generate(self, input_ids=None, time_series=None, generation_config=None, **kwargs):
         "Check the inputs, then generate with the placeholder tokens suppressed."
         if input_ids is not None: check_qoqmed_inputs(self.config, input_ids=input_ids, time_series=time_series, **kwargs)
-        generation_config = suppress_placeholder_tokens(copy.deepcopy(generation_config or self.generation_config), self.config)
+        generation_config = copy.deepcopy(generation_config or self.generation_config)
+        kwargs = generation_config.update(**kwargs)  # generation options (max_new_tokens, ...) go into the copy; model inputs stay
+        generation_config = suppress_placeholder_tokens(generation_config, self.config)
         if time_series is not None: kwargs["time_series"] = time_series
         return super().generate(input_ids=input_ids, generation_config=generation_config, **kwargs)
 
