@@ -78,3 +78,11 @@ def test_infer_eval_compare_end_to_end(tiny_model_dir, tmp_path):
     r = qoqmed("compare", str(ev), str(ev), "--labels", "a,b", "--out", str(tmp_path/"cmp"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path/"cmp"/"compare.png").exists()
+
+def test_demo_command(tmp_path):
+    "The README's main command, shortened to one step."
+    r = qoqmed("demo", "--out", str(tmp_path/"run"), "--steps", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "learns nothing clinical" in r.stdout
+    for f in ("metrics.csv", "metrics.jsonl", "reward_by_domain.png", "temperature_by_domain.png", "completions.jsonl", "final"):
+        assert (tmp_path/"run"/f).exists(), f
