@@ -179,8 +179,8 @@ def encode_prompt(processor, # a `QoQMedProcessor`
                   messages:list, # a TRL prompt (see `to_trl_prompt`)
                   max_frames:int=8, # frames per 3-D study
                  ) -> dict:
-    "Load a prompt's media and run the processor: `input_ids` and `mm_token_type_ids` (lists) and `media` (tensors)."
-    images, videos, ecgs = [], [], []
+    "Load a prompt's media and run the processor: `input_ids` and `mm_token_type_ids` (lists), `media` (tensors), `images` (the PIL images)."
+    images, videos, ecgs = [], [], []   # loaded once: the processor takes them, and vLLM rollouts reuse the images
     for m in messages:
         for c in ([] if isinstance(m["content"], str) else m["content"]):
             if c["type"] == "image": images.append(load_media_item(c, max_frames))
@@ -195,7 +195,7 @@ def encode_prompt(processor, # a `QoQMedProcessor`
     ids = enc["input_ids"][0].tolist()
     mm = enc["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in enc else [0] * len(ids)
     media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids") and isinstance(v, torch.Tensor)}
-    return dict(input_ids=ids, mm_token_type_ids=mm, media=media)
+    return dict(input_ids=ids, mm_token_type_ids=mm, media=media, images=images)
 
 def collate_media(rows:Sequence[dict], # per-sample media tensors
                   device=None, # move the result here
@@ -319,8 +319,7 @@ def _tokenize_prompts(self:QoQMedGRPOTrainer, prompts:list):
     fields["mm_token_type_ids"] = [e["mm_token_type_ids"] for e in encs]
     images = None
     if self.use_vllm:   # vLLM takes token ids + PIL images (image-only data: see `check_vllm_data`); untested here, no vLLM on CPU
-        images = [[load_media_item(c) for m in p if isinstance(m["content"], list) for c in m["content"] if c["type"] == "image"] or None
-                  for p in prompts]
+        images = [e["images"] or None for e in encs]   # the images encode_prompt already loaded
     return [e["input_ids"] for e in encs], images, fields
 
 # %% ../nbs/05_trainer.ipynb #2eee49bb
