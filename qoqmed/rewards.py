@@ -88,13 +88,17 @@ def _relax_json(s:str) -> str:
     out.append(s[last:])
     return "".join(out)
 
+_SCAN_JSON = json.JSONDecoder().scan_once   # the C scanner under json.loads
+
 def _load_json(s:str) -> tuple[Any, str]:
     "Parse a fenced block: (value, status) with status strict, tolerant, invalid or too_large."
     s = s.strip()
     if len(s) > MAX_JSON_CHARS: return None, "too_large"
     if not s: return None, "invalid"
-    try: return json.loads(s), "strict"
-    except (ValueError, RecursionError): pass
+    try:   # json.loads minus its Python wrapper: s is stripped, so strict JSON is one value ending where s ends
+        value, end = _SCAN_JSON(s, 0)
+        if end == len(s): return value, "strict"
+    except (StopIteration, ValueError, RecursionError): pass
     try: return json.loads(_relax_json(s)), "tolerant"
     except (ValueError, RecursionError): return None, "invalid"
 
@@ -111,16 +115,17 @@ def _fenced_blocks(text:str):
         i = b + 3
 
 # %% ../nbs/03_rewards.ipynb #58c09482
+_NUMBER = frozenset((int, float))   # JSON numbers; bool is a subclass of int but not a coordinate
+
 def _finite_box(v) -> tuple[float, float, float, float]|None:
     "Four finite numbers (int or float, not bool) as floats, else None."
     if not isinstance(v, (list, tuple)) or len(v) != 4: return None
-    for c in v:
-        t = type(c)
-        if t is not float and t is not int: return None
-    try: box = (float(v[0]), float(v[1]), float(v[2]), float(v[3]))
+    a, b, c, d = v
+    if not (type(a) in _NUMBER and type(b) in _NUMBER and type(c) in _NUMBER and type(d) in _NUMBER): return None
+    try: a, b, c, d = float(a), float(b), float(c), float(d)
     except OverflowError: return None  # an integer too large for a float
     f = math.isfinite
-    return box if f(box[0]) and f(box[1]) and f(box[2]) and f(box[3]) else None
+    return (a, b, c, d) if f(a) and f(b) and f(c) and f(d) else None
 
 def is_proper_box(box:Sequence[float], # (x1, y1, x2, y2)
                  ) -> bool:
@@ -256,6 +261,8 @@ def label_set(text:str|Sequence[str]|None, # an answer/ground truth string, or a
              ) -> frozenset[str]:
     "The canonical label set of an answer or ground truth."
     if text is None: return frozenset()
+    if not choices and not synonyms and type(text) is str and len(text) <= 256:   # the common case, straight to the cache
+        return _label_set_cached((text,), (), None)
     pieces = tuple(str(t) for t in text) if isinstance(text, (list, tuple)) else (str(text),)
     syn, token = _normalized_synonyms(synonyms)
     opts = _options(choices)
@@ -282,6 +289,23 @@ def _pixel_span(a:float, b:float, n:int) -> tuple[int, int]:
     lo, hi = math.ceil(a - 0.5), math.ceil(b - 0.5)
     return (0 if lo < 0 else n if lo > n else lo), (0 if hi < 0 else n if hi > n else hi)
 
+def _foreground_bounds(m:np.ndarray, # 2-D uint8
+                      ) -> tuple[int, int, int, int]:
+    "(row0, row1, col0, col1): the smallest rectangle holding every nonzero pixel; (0, 0, 0, 0) when there is none."
+    if m.size == 0: return 0, 0, 0, 0
+    from PIL import Image   # getbbox: one pass in C over the mask
+    m = np.ascontiguousarray(m)
+    box = Image.frombuffer("L", (m.shape[1], m.shape[0]), m, "raw", "L", 0, 1).getbbox()
+    return (0, 0, 0, 0) if box is None else (box[1], box[3], box[0], box[2])
+
+def _summed_area(crop:np.ndarray, # 2-D uint8, nonzero = foreground
+                 out:np.ndarray, # (height, width) int32/int64, filled in place
+                ):
+    "out[i, j] = the foreground pixels of crop[:i+1, :j+1]."
+    np.cumsum(crop != 0, axis=0, dtype=out.dtype, out=out)   # down the columns
+    import torch   # along the rows: torch's cumsum keeps the running sum in a register, numpy's waits on each stored one
+    torch.from_numpy(out).cumsum_(1)
+
 class MaskIntegral:
     "Summed-area table of a binary mask (cropped to its foreground): the mask pixels inside any box in O(1)."
     def __init__(self, mask:np.ndarray, # (height, width) or (frames, height, width); any value > 0 is foreground
@@ -289,32 +313,35 @@ class MaskIntegral:
         m = np.asarray(mask)
         if m.ndim == 3 and m.shape[-1] == 1: m = m[..., 0]
         if m.ndim not in (2, 3): raise ValueError(f"mask: expected a 2-D (height, width) or (frames, height, width) array, got shape {m.shape}")
-        if m.dtype != bool: m = m > 0
-        if m.ndim == 3: m = m.any(axis=0)   # a 3-D study's mask: its footprint over all frames
+        if m.ndim == 3: m = (m > 0).any(axis=0)   # a 3-D study's mask: its footprint over all frames
+        if m.dtype == bool: m = m.view(np.uint8)
+        elif m.dtype != np.uint8: m = (m > 0).view(np.uint8)   # uint8 (a PNG mask, 0/255 or 0/1) is read as it is
         self.height, self.width = m.shape
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        if rows.size == 0: rows = cols = np.zeros(1, dtype=int)   # empty mask: a 1 x 1 table of zeros
-        self.row0, self.col0 = int(rows[0]), int(cols[0])
-        crop = m[self.row0:int(rows[-1]) + 1, self.col0:int(cols[-1]) + 1]
-        h, w = crop.shape
+        self.row0, row1, self.col0, col1 = _foreground_bounds(m)
+        h, w = row1 - self.row0, col1 - self.col0   # 0 x 0 for an empty mask: a 1 x 1 table of zeros
         table = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
-        np.cumsum(crop, axis=0, dtype=table.dtype, out=table[1:, 1:])
-        np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+        if h: _summed_area(m[self.row0:row1, self.col0:col1], out=table[1:, 1:])
         self.table, self.crop_height, self.crop_width, self.area = table, h, w, int(table[h, w])
+        self._at = table.item
 
     def count(self, box:Sequence[float], # (x1, y1, x2, y2) in this mask's pixel coordinates
              ) -> tuple[int, int]:
         "(mask pixels inside the box, pixels of the box) after clipping to the mask."
-        c0, c1 = _pixel_span(box[0], box[2], self.width)
-        r0, r1 = _pixel_span(box[1], box[3], self.height)
-        pixels = (r1 - r0) * (c1 - c0)
+        x1, y1, x2, y2 = box[0], box[1], box[2], box[3]
+        if x1 > x2: x1, x2 = x2, x1
+        if y1 > y2: y1, y2 = y2, y1
+        # _pixel_span on both axes, written out: this runs for every box of every rollout
+        W, H, ceil = self.width, self.height, math.ceil
+        c0, c1, r0, r1 = ceil(x1 - 0.5), ceil(x2 - 0.5), ceil(y1 - 0.5), ceil(y2 - 0.5)
+        c0 = 0 if c0 < 0 else W if c0 > W else c0; c1 = 0 if c1 < 0 else W if c1 > W else c1
+        r0 = 0 if r0 < 0 else H if r0 > H else r0; r1 = 0 if r1 < 0 else H if r1 > H else r1
         # the same span in the cropped table (everything outside the crop is background)
         w, h, c, r = self.crop_width, self.crop_height, self.col0, self.row0
         a0, a1, b0, b1 = c0 - c, c1 - c, r0 - r, r1 - r
         a0 = 0 if a0 < 0 else w if a0 > w else a0; a1 = 0 if a1 < 0 else w if a1 > w else a1
         b0 = 0 if b0 < 0 else h if b0 > h else b0; b1 = 0 if b1 < 0 else h if b1 > h else b1
-        t = self.table.item
-        return t(b1, a1) - t(b0, a1) - t(b1, a0) + t(b0, a0), pixels
+        t = self._at
+        return t(b1, a1) - t(b0, a1) - t(b1, a0) + t(b0, a0), (r1 - r0) * (c1 - c0)
 
     def iou(self, box:Sequence[float]) -> float:
         "IoU of one box with the mask."
@@ -348,13 +375,18 @@ def model_input_size(image_size:Sequence[int], # original (width, height) in pix
 def _scale_boxes(boxes, sx, sy):
     return [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
 
+@functools.lru_cache(maxsize=4096)
+def _to_original_scale(image_size:tuple, min_pixels:int, max_pixels:int, factor:int) -> tuple[float, float]:
+    "(original / resized) width and height: every rollout of a question maps its boxes with the same two numbers."
+    w, h = model_input_size(image_size, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor)
+    return image_size[0] / w, image_size[1] / h
+
 def boxes_to_original(boxes:Sequence[Sequence[float]], # [(x1, y1, x2, y2)] in the model's input pixels
                       image_size:Sequence[int], # original (width, height)
                       *, min_pixels:int=QWEN25_VL_MIN_PIXELS, max_pixels:int=QWEN25_VL_MAX_PIXELS, factor:int=QWEN25_VL_FACTOR,
                      ) -> list[tuple[float, float, float, float]]:
     "Boxes from the model's resized-image pixels to the original image's pixels."
-    w, h = model_input_size(image_size, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor)
-    return _scale_boxes(boxes, image_size[0] / w, image_size[1] / h)
+    return _scale_boxes(boxes, *_to_original_scale(tuple(image_size), min_pixels, max_pixels, factor))
 
 def boxes_to_model(boxes:Sequence[Sequence[float]], # [(x1, y1, x2, y2)] in the original image's pixels
                    image_size:Sequence[int], # original (width, height)
@@ -512,7 +544,7 @@ def completion_text(completion) -> str:
             out.extend(c.get("text", "") for c in content if isinstance(c, Mapping) and isinstance(c.get("text", ""), str))
     return "".join(out)
 
-MASK_CACHE_SIZE = 64  # summed-area tables kept (a 512 x 512 mask takes 1 MB)
+MASK_CACHE_SIZE = 64  # summed-area tables kept (each covers its lesion's bounding rectangle: 4 bytes a pixel)
 
 @functools.lru_cache(maxsize=MASK_CACHE_SIZE)
 def mask_integral_from_path(path:str, # a segmentation mask file
