@@ -322,25 +322,18 @@ class MaskIntegral:
         table = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
         if h: _summed_area(m[self.row0:row1, self.col0:col1], out=table[1:, 1:])
         self.table, self.crop_height, self.crop_width, self.area = table, h, w, int(table[h, w])
-        self._at = table.item
 
     def count(self, box:Sequence[float], # (x1, y1, x2, y2) in this mask's pixel coordinates
              ) -> tuple[int, int]:
         "(mask pixels inside the box, pixels of the box) after clipping to the mask."
-        x1, y1, x2, y2 = box[0], box[1], box[2], box[3]
-        if x1 > x2: x1, x2 = x2, x1
-        if y1 > y2: y1, y2 = y2, y1
-        # _pixel_span on both axes, written out: this runs for every box of every rollout
-        W, H, ceil = self.width, self.height, math.ceil
-        c0, c1, r0, r1 = ceil(x1 - 0.5), ceil(x2 - 0.5), ceil(y1 - 0.5), ceil(y2 - 0.5)
-        c0 = 0 if c0 < 0 else W if c0 > W else c0; c1 = 0 if c1 < 0 else W if c1 > W else c1
-        r0 = 0 if r0 < 0 else H if r0 > H else r0; r1 = 0 if r1 < 0 else H if r1 > H else r1
+        c0, c1 = _pixel_span(box[0], box[2], self.width)
+        r0, r1 = _pixel_span(box[1], box[3], self.height)
         # the same span in the cropped table (everything outside the crop is background)
         w, h, c, r = self.crop_width, self.crop_height, self.col0, self.row0
         a0, a1, b0, b1 = c0 - c, c1 - c, r0 - r, r1 - r
         a0 = 0 if a0 < 0 else w if a0 > w else a0; a1 = 0 if a1 < 0 else w if a1 > w else a1
         b0 = 0 if b0 < 0 else h if b0 > h else b0; b1 = 0 if b1 < 0 else h if b1 > h else b1
-        t = self._at
+        t = self.table.item
         return t(b1, a1) - t(b0, a1) - t(b1, a0) + t(b0, a0), (r1 - r0) * (c1 - c0)
 
     def iou(self, box:Sequence[float]) -> float:
