@@ -1,6 +1,7 @@
 """Benchmark of `qoqmed.rewards`: completions per second of `clinical_reward` with a 512 x 512 mask and 1-3 boxes per
 completion, side by side with a straightforward version that rasterises every box into a full-size mask (what the
-official QoQ-Med reward does), on one core. Also: IoU alone, the TRL functions, and parse time on adversarial input.
+official QoQ-Med reward does), on one core. Also: IoU alone, the TRL functions, and parse time on adversarial input
+(linear up to MAX_COMPLETION_CHARS = 65,536 characters, flat beyond: an over-long completion is read in its head and tail).
 
     python bench/rewards.py            # about a minute
     python bench/rewards.py --quick    # a few seconds, for smoke tests
@@ -15,7 +16,7 @@ import numpy as np
 
 from qoqmed.rewards import (MaskIntegral, parse_completion, accuracy_reward, format_reward, length_reward, combine,
     boxes_to_original, boxes_to_model, clinical_reward, PAPER_WEIGHTS, mask_integral_from_path, PAPER_REWARD_FUNCS,
-    PAPER_REWARD_WEIGHTS, iou_reward_func, _pixel_span, _parse_cached)
+    PAPER_REWARD_WEIGHTS, iou_reward_func, _pixel_span, _parse_cached, MAX_COMPLETION_CHARS)
 
 SIZE = (512, 512)  # original (width, height); the model sees 504 x 504
 G = 8              # rollouts per question
@@ -168,15 +169,17 @@ def main(argv=None):
           f">= 50x straightforward -> with the table cached {'met' if r_cached / r_slow >= 50 else 'NOT met'} ({r_cached / r_slow:.0f}x end to end, "
           f"{r_iou / r_iou_slow:.0f}x IoU alone); with the table built for each fresh question {'met' if r_cold / r_slow >= 50 else 'NOT met'} ({r_cold / r_slow:.0f}x)")
 
-    # adversarial input: time grows linearly with length
-    print(f"\nparse + score time on adversarial input (clinical_reward with mask), seconds")
-    units = ["{", "\\boxed{", "\\boxed{{", "```", "'", '\\"', '{"bbox_2d": [1, 2, 3, 4], "label": "a"}, ', "<think>", "[["]
-    sizes = [10_000, 100_000, 1_000_000] if not args.quick else [10_000, 100_000]
+    # adversarial input: time grows linearly with length up to MAX_COMPLETION_CHARS, and stays there beyond (head + tail only)
+    print(f"\nparse + score time on adversarial input (clinical_reward with mask), seconds; "
+          f"texts over {MAX_COMPLETION_CHARS:,} characters are over-long: only their first 48k and last 16k are parsed")
+    units = ["{", "\\boxed{", "\\boxed{{", "```", "'", '\\"', '{"bbox_2d": [1, 2, 3, 4], "label": "a"}, ', "<think>", "[[",
+             "\\boxed{a}", "ab, "]
+    sizes = [10_000, 60_000, 1_000_000, 4_000_000] if not args.quick else [10_000, 60_000, 1_000_000]
     print(f"{'pattern':44}" + "".join(f"{f'{s:,} chars':>16}" for s in sizes))
     for u in units:
         ts = []
         for s in sizes:
-            text = ("```json\n[" if u.startswith('{"bbox') else "") + u * (s // len(u))
+            text = ("```json\n[" if u.startswith('{"bbox') else "\\boxed{" if u == "ab, " else "") + u * (s // len(u))
             t0 = time.perf_counter(); clinical_reward(text, "a", mask=integrals[0]); ts.append(time.perf_counter() - t0)
         print(f"{repr(u):44}" + "".join(f"{t:16.4f}" for t in ts))
 

@@ -8,33 +8,61 @@ import argparse, json, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['build_parser', 'user_errors', 'main']
 
 # %% ../nbs/08_cli.ipynb #37f6cb7b
+def _severity(p) -> str: return getattr(p, "severity", "error") or "error"
+
 def _cmd_validate(args) -> int:
-    "Check every record of a JSONL file; print all problems; exit 1 if any."
+    "Check every record of a JSONL file; print all problems; exit 1 if any is an error (2 if the file cannot be read)."
     from qoqmed.data import validate_jsonl
     path = Path(args.data)
-    problems = validate_jsonl(path, root=args.root)
-    n_lines = sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path.is_file() else 0
-    bad_lines = sorted({p.line for p in problems if getattr(p, "line", None) is not None})
+    problems = validate_jsonl(path, root=args.root)   # a file that cannot be read raises DataError: exit 2 (see `main`)
+    with path.open("rb") as f: n_lines = sum(1 for line in f if line.strip())
+    errors = [p for p in problems if _severity(p) == "error"]
+    bad_lines = sorted({p.line for p in errors if getattr(p, "line", None) is not None})
     if args.json:
-        print(json.dumps({"file": str(path), "records": n_lines, "bad_records": len(bad_lines),
-                          "problems": [dict(line=p.line, field=p.field, message=p.message) for p in problems]}, indent=2))
+        print(json.dumps({"file": str(path), "records": n_lines, "bad_records": len(bad_lines), "errors": len(errors),
+                          "warnings": len(problems) - len(errors),
+                          "problems": [dict(line=p.line, field=p.field, message=p.message, severity=_severity(p)) for p in problems]}, indent=2))
     else:
         shown = problems if args.max_problems <= 0 else problems[:args.max_problems]
         for p in shown: print(p)
         if len(shown) < len(problems): print(f"... and {len(problems) - len(shown)} more problems (use --max-problems 0 to see all)")
-        verdict = "OK" if not problems else "FAILED"
-        print(f"{verdict}: {path}: {n_lines} records, {len(bad_lines)} with problems, {len(problems)} problems")
-    return 1 if problems else 0
+        verdict = "OK" if not errors else "FAILED"
+        warned = len(problems) - len(errors)
+        print(f"{verdict}: {path}: {n_lines} records, {len(bad_lines)} with problems, {len(errors)} problems"
+              + (f", {warned} warnings" if warned else ""))
+    return 1 if errors else 0
 
 # %% ../nbs/08_cli.ipynb #619dd54a
+def _check_model_dir(path):
+    "A saved model folder, or a `DataError` before anything heavy is loaded."
+    from qoqmed.data import DataError
+    p = Path(path)
+    if not p.is_dir(): raise DataError("no such model folder" if not p.exists() else "not a folder (expected a saved model folder)", p)
+    if not (p / "config.json").is_file(): raise DataError("not a saved model folder (no config.json)", p)
+
+def _check_file(path, what:str):
+    "An existing, readable file, or a `DataError` naming it."
+    from qoqmed.data import DataError
+    p = Path(path)
+    if not p.exists(): raise DataError(f"{what} not found", p)
+    if not p.is_file(): raise DataError(f"{what} is not a file", p)
+    try:
+        with p.open("rb"): pass
+    except OSError as e: raise DataError(f"{what} cannot be read ({e.strerror})", p) from None
+
 def _cmd_infer(args) -> int:
     "Answer one question about one study; print reasoning, boxes (original pixels) and diagnosis."
     from qoqmed.evaluate import infer_from_dir, format_inference
     if not (args.image or args.volume or args.ecg):
         print("qoqmed infer: give at least one of --image, --volume, --ecg", file=sys.stderr); return 2
+    _check_model_dir(args.model)
+    from qoqmed.data import load_image, load_volume, load_ecg   # every input is checked before the model loads
+    for f in args.image or (): load_image(f)
+    if args.volume: load_volume(args.volume, max_frames=1)
+    if args.ecg: load_ecg(args.ecg)
     result = infer_from_dir(args.model, question=args.question, images=args.image or (), volume=args.volume, ecg=args.ecg,
                             domain=args.domain, max_new_tokens=args.max_new_tokens, device=args.device)
     if args.json:
@@ -45,6 +73,7 @@ def _cmd_infer(args) -> int:
 def _cmd_eval(args) -> int:
     "Evaluate a model on a test JSONL: traces.jsonl (resumable) and per-domain metrics in --out."
     from qoqmed.evaluate import evaluate, metrics_markdown
+    _check_model_dir(args.model); _check_file(args.data, "test data")
     rows = evaluate(args.model, args.data, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                     do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                     root=args.root, limit=args.limit, retry_failed=not args.keep_failed, device=args.device,
@@ -123,20 +152,22 @@ def _cmd_demo(args) -> int:
     "Train the tiny model with DRPO on the shipped demo data on the CPU; write and print the run folder."
     import os; os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from qoqmed.train import run_demo
-    run_demo(out_dir=args.out, steps=args.steps, seed=args.seed, algo=args.algo, progress=not args.no_progress)
+    run_demo(out_dir=args.out, steps=args.steps, seed=args.seed, algo=args.algo, progress=not args.no_progress, resume=args.resume)
     return 0
 
 def _add_training_commands(sub):
     "Register `demo` and `train`."
-    p = sub.add_parser("demo", help="train the tiny model with DRPO on the demo data, on the CPU, in a few minutes",
+    p = sub.add_parser("demo", help="train the tiny model with DRPO on the demo data, on the CPU, in about a minute",
                        description="Train a tiny random QoQ-Med with DRPO on the shipped demo dataset for a few steps on the CPU and write a run "
-                                   "folder: metrics (CSV/JSONL), per-domain reward and temperature plots, the completions trace and the final "
-                                   "checkpoint. A tiny random model learns nothing clinical; the demo proves the pipeline.")
+                                   "folder: metrics (CSV/JSONL), per-domain reward and temperature plots, the completions trace, a checkpoint "
+                                   "after every step and the final model. A new demo starts over in its folder; --resume continues a killed one. "
+                                   "A tiny random model learns nothing clinical; the demo proves the pipeline.")
     p.add_argument("--out", default="qoqmed-demo", help="run folder (default: ./qoqmed-demo)")
     p.add_argument("--steps", type=int, default=7, help="optimizer steps of 2 questions x 4 rollouts (default 7: one pass over the 14 demo questions)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model and the sampling (default 0)")
     p.add_argument("--algo", default="drpo", choices=["grpo", "drpo", "drpo_domain_only", "drpo_nokl", "drpo_reference"], help="advantage estimator (default drpo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the demo in --out from its last intact checkpoint")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="train with DRPO from a run config (configs/*.yaml)",
@@ -162,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("validate", help="check a JSONL dataset: every file, shape, label and box; report all problems",
                        description="Check every record of a CLIMB/QoQ-Med JSONL file (files exist and decode, ECG shapes, labels, "
-                                   "boxes inside images) and report all problems with line numbers. Exit code 1 if any record is bad.")
+                                   "boxes inside images) and report all problems with line numbers. Exit code 0: no problems (warnings "
+                                   "may be printed); 1: problems found; 2: the file could not be checked (missing, unreadable, bad arguments).")
     p.add_argument("data", help="the JSONL file to check")
     p.add_argument("--root", default=None, help="folder that relative media paths are resolved against (default: the JSONL's folder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -172,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_commands(sub)
     return parser
 
+def user_errors() -> tuple:
+    "The exception types that mean bad input (exit 2, one line), not a bug: qoqmed's own errors and missing or unreadable files."
+    from qoqmed.data import DataError
+    errs = [DataError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError]
+    for module, names in (("qoqmed.ecg", ("ECGCheckpointError",)), ("qoqmed.evaluate", ("TraceError",)),
+                          ("qoqmed.train", ("CheckpointError", "ConfigError"))):
+        m = sys.modules.get(module)   # an error of a module that was never imported cannot have been raised
+        errs += [getattr(m, n) for n in names if m is not None and hasattr(m, n)]
+    return tuple(errs)
+
 def main(argv:list[str]|None=None, # arguments (default: sys.argv[1:])
         ) -> int:
     "Console entry point of `qoqmed`; returns the exit code."
@@ -180,4 +222,9 @@ def main(argv:list[str]|None=None, # arguments (default: sys.argv[1:])
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try: return args.func(args)
+    except Exception as e:
+        if not isinstance(e, user_errors()): raise
+        message = str(e).strip().replace("\n", "\n  ") or type(e).__name__
+        print(f"qoqmed {args.command}: error: {message}", file=sys.stderr)
+        return 2

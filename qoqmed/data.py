@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_data.ipynb #ae676de6
 from __future__ import annotations
-import gzip, json, math, os, re, shutil
+import gzip, itertools, json, math, os, re, shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
@@ -15,11 +16,12 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 # %% auto #0
-__all__ = ['DOMAINS', 'DOMAIN_NAMES', 'DOMAIN_ALIASES', 'DATASET_DOMAINS', 'ECG_LEADS', 'STANDARD_12_LEADS', 'FORMAT_PROMPT',
-           'DEMO_DIR', 'DEMO_DATA', 'DataError', 'normalize_domain', 'infer_domain', 'Record', 'Problem', 'JsonlLine',
-           'iter_jsonl', 'read_jsonl', 'write_jsonl', 'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg',
-           'load_mask', 'validate_box', 'build_prompt', 'build_messages', 'load_inputs', 'validate_record',
-           'validate_jsonl', 'build_demo_data']
+__all__ = ['MAX_VOXELS', 'DOMAINS', 'DOMAIN_NAMES', 'DOMAIN_ALIASES', 'DATASET_DOMAINS', 'ECG_LEADS', 'STANDARD_12_LEADS',
+           'ECG_FS_RANGE_HZ', 'ECG_MIN_SECONDS', 'ECG_FLAT_MV', 'FORMAT_PROMPT', 'DEMO_DIR', 'DEMO_DATA', 'DataError',
+           'normalize_domain', 'infer_domain', 'Record', 'Problem', 'JsonlLine', 'iter_jsonl', 'read_jsonl',
+           'write_jsonl', 'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg', 'flat_ecg_leads', 'load_mask',
+           'validate_box', 'build_prompt', 'build_messages', 'load_inputs', 'validate_record', 'validate_jsonl',
+           'build_demo_data']
 
 # %% ../nbs/00_data.ipynb #8f7a4079
 class DataError(ValueError):
@@ -34,6 +36,19 @@ class DataError(ValueError):
         super().__init__(": ".join(p for p in (where, field, reason) if p))
 
     def __reduce__(self): return (type(self), (self.reason, self.path, self.field, self.line))  # survives DataLoader workers
+
+# %% ../nbs/00_data.ipynb #019b99a1
+MAX_VOXELS = 2**30 # the most values (pixels × frames × samples) a loader decodes from one file
+
+def _check_size(n_values:int, what:str, path):
+    if n_values > MAX_VOXELS:
+        raise DataError(f"too large to decode: the header declares {what} ({n_values:.3g} values; the limit MAX_VOXELS is {MAX_VOXELS:.3g})", path)
+
+@contextmanager
+def _decoding(path):
+    "Turn a `MemoryError` while decoding `path` into a `DataError` naming it."
+    try: yield
+    except MemoryError: raise DataError("too large to decode (MemoryError: not enough memory)", path) from None
 
 # %% ../nbs/00_data.ipynb #68cbdf72
 DOMAINS = ("chest_xray", "mammography", "dermoscopy", "ct", "fundus", "ultrasound", "mri", "pathology", "ecg", "ehr")
@@ -149,32 +164,59 @@ def _relpath(p, folder) -> str:
 # %% ../nbs/00_data.ipynb #dd9c8bc8
 @dataclass
 class Problem:
-    "One problem found in a data file; prints as `file:line: field: message`."
+    "One problem found in a data file; prints as `file:line: field: message` (warnings as `file:line: field: warning: message`)."
     line: int|None # line of the JSONL file (1-based), `None` for the file as a whole
     field: str|None # the record field at fault, e.g. `images[0]`
     message: str # what is wrong
     path: str|None = None # the JSONL file
+    severity: str = "error" # "error" makes the record bad; "warning" (e.g. a flat-line ECG) does not
 
     def __str__(self):
         where = (self.path or "") + (f":{self.line}" if self.line is not None else "")
-        return ": ".join(p for p in (where, self.field, self.message) if p)
+        msg = f"warning: {self.message}" if self.severity == "warning" else self.message
+        return ": ".join(p for p in (where, self.field, msg) if p)
+
+def _cut(s:str, n=80) -> str: return s if len(s) <= n else s[:n] + "..."
+
+def _preview(v, n=80) -> str:
+    "A short ASCII rendering of a JSON value for messages (huge or odd values are cut)."
+    try: s = json.dumps(v)
+    except (TypeError, ValueError, RecursionError): s = ascii(v)
+    return _cut(s, n)
+
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+def _path_problem(p) -> str|None:
+    "Why the string `p` cannot be a file path, or `None`."
+    if not p: return "empty path"
+    if "\x00" in p: return "path contains a NUL character"
+    if any("\ud800" <= c <= "\udfff" for c in p): return "path is not valid Unicode (lone surrogate)"
+    return None
 
 def _as_path_list(v, key, probs):
     if v is None: return []
-    if isinstance(v, str): return [v] if v else []
-    if isinstance(v, (list, tuple)) and all(isinstance(p, str) and p for p in v): return list(v)
-    probs.append((key, f"must be a list of paths, got {json.dumps(v)[:80]}")); return []
+    if isinstance(v, str): v = [v] if v else []
+    if not (isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v)):
+        probs.append((key, f"must be a list of paths, got {_preview(v)}")); return []
+    bad = next(((i, w) for i, p in enumerate(v) if (w := _path_problem(p))), None)
+    if bad: probs.append((f"{key}[{bad[0]}]", f"{bad[1]}: {_preview(v[bad[0]])}")); return []
+    return list(v)
 
 def _as_box(v, probs):
     if v is None or (isinstance(v, (list, tuple)) and len(v) == 0): return None
     nested = isinstance(v, (list, tuple)) and bool(v) and isinstance(v[0], (list, tuple))
     boxes = v if nested else [v]
     for b in boxes:
-        ok = isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
-        if not ok:
-            probs.append(("bbox", f"must be [x1, y1, x2, y2] numbers or a list of such boxes, got {json.dumps(v)[:80]}")); return None
+        if not (isinstance(b, (list, tuple)) and len(b) == 4 and all(_number(x) for x in b)):
+            probs.append(("bbox", f"must be [x1, y1, x2, y2] finite numbers or a list of such boxes, got {_preview(v)}")); return None
     if all(x == 0 for b in boxes for x in b): return None  # QoQ-Med's "no box" placeholder
     return [list(b) for b in boxes] if nested else list(v)
+
+def _as_text(v, key, probs, numbers=False) -> str|None:
+    "`v` if it is a string (or a finite number, when `numbers`), else `None` and a problem; `None` stays `None`."
+    if v is None or isinstance(v, str): return v
+    if numbers and _number(v): return str(v)
+    probs.append((key, f"must be a string{' or a number' if numbers else ''}, got {_preview(v)}")); return None
 
 def _parse_record(d, base_dir=None, source=None, line=None) -> tuple[Record|None, list[Problem]]:
     "Coerce one JSON object into a `Record` (paths resolved against `base_dir`) and list its structural problems."
@@ -182,30 +224,32 @@ def _parse_record(d, base_dir=None, source=None, line=None) -> tuple[Record|None
     if not isinstance(d, dict): return None, [P(None, f"a record must be a JSON object, got {type(d).__name__}")]
     probs = []
     problem = d.get("problem", d.get("prompt"))
-    if not isinstance(problem, str): probs.append(("problem", "missing" if problem is None else "must be a string"))
+    if problem is None: probs.append(("problem", "missing"))
+    else: problem = _as_text(problem, "problem", probs)
     answer = d.get("answer")
-    if isinstance(answer, (list, tuple)) and all(isinstance(a, str) for a in answer): answer = ", ".join(answer)
-    elif isinstance(answer, (int, float)) and not isinstance(answer, bool): answer = str(answer)
-    elif answer is not None and not isinstance(answer, str): probs.append(("answer", "must be a string or a list of strings")); answer = None
+    if isinstance(answer, (list, tuple)) and answer and all(isinstance(a, str) for a in answer): answer = ", ".join(answer)
+    elif _number(answer): answer = str(answer)
+    elif answer is not None and not isinstance(answer, str):
+        probs.append(("answer", f"must be a string, a number or a list of strings, got {_preview(answer)}")); answer = None
     images = _as_path_list(d.get("images"), "images", probs)
     videos = _as_path_list(d.get("videos"), "videos", probs)
     if "time-series" in d and "time_series" in d and d["time-series"] != d["time_series"]:
         probs.append(("time-series", "both `time-series` and `time_series` are given and they differ"))
     ts = _as_path_list(d.get("time-series", d.get("time_series")), "time-series", probs)
     seg = d.get("segmentation_path")
-    if seg is not None and not isinstance(seg, str): probs.append(("segmentation_path", "must be a path")); seg = None
+    if seg is not None and not isinstance(seg, str): probs.append(("segmentation_path", f"must be a path, got {_preview(seg)}")); seg = None
+    elif seg and _path_problem(seg): probs.append(("segmentation_path", f"{_path_problem(seg)}: {_preview(seg)}")); seg = None
     bbox = _as_box(d.get("bbox"), probs)
     choices = d.get("choices")
-    if choices is not None and not (isinstance(choices, (list, tuple)) and all(isinstance(c, (str, int, float)) for c in choices)):
-        probs.append(("choices", "must be a list of strings")); choices = None
+    if choices is not None and not (isinstance(choices, (list, tuple)) and all(isinstance(c, str) or _number(c) for c in choices)):
+        probs.append(("choices", f"must be a list of strings, got {_preview(choices)}")); choices = None
     elif choices is not None: choices = [str(c) for c in choices]
-    dom = d.get("domain")
-    if dom is not None and not isinstance(dom, str): probs.append(("domain", "must be a string")); dom = None
-    ident = d.get("id")
+    dom = _as_text(d.get("domain"), "domain", probs)
+    dataset, ident = _as_text(d.get("dataset"), "dataset", probs, numbers=True), _as_text(d.get("id"), "id", probs, numbers=True)
     rec = Record(problem=problem or "", answer=answer if answer is not None else "", images=images, videos=videos,
                  time_series=ts, segmentation_path=seg or None, bbox=bbox, choices=choices, domain=dom or None,
-                 dataset=None if d.get("dataset") is None else str(d["dataset"]), id=None if ident is None else str(ident),
-                 extra={k: v for k, v in d.items() if k not in _KNOWN_KEYS}, source=None if source is None else str(source), line=line)
+                 dataset=dataset, id=ident, extra={k: v for k, v in d.items() if k not in _KNOWN_KEYS},
+                 source=None if source is None else str(source), line=line)
     if base_dir is not None:  # resolve after construction, so the domain was inferred from the paths as written
         res = lambda p: p if os.path.isabs(p) else os.path.normpath(os.path.join(str(base_dir), p))
         rec.images, rec.videos, rec.time_series = [res(p) for p in images], [res(p) for p in videos], [res(p) for p in ts]
@@ -216,21 +260,21 @@ def _check_fields(rec:Record) -> list[Problem]:
     "Problems with a record's content: problem and answer present, domain known, choices well formed."
     P = lambda f, m: Problem(rec.line, f, m, rec.source)
     probs = []
-    if not rec.problem.strip(): probs.append(P("problem", "empty question"))
+    if not str(rec.problem).strip(): probs.append(P("problem", "empty question"))
     if not str(rec.answer).strip(): probs.append(P("answer", "empty answer"))
     if rec.domain is None:
         probs.append(P("domain", f"missing and cannot be inferred from the media paths; add \"domain\" (one of {', '.join(DOMAINS)})"))
     elif rec.domain not in DOMAINS:
-        probs.append(P("domain", f"unknown domain {rec.domain!r} (known: {', '.join(DOMAINS)}; aliases such as 'cxr', 'mammo', 'us' work too)"))
+        probs.append(P("domain", f"unknown domain {_cut(repr(rec.domain))} (known: {', '.join(DOMAINS)}; aliases such as 'cxr', 'mammo', 'us' work too)"))
     if rec.choices is not None:
-        ch = [c.strip() for c in rec.choices]
+        ch = [str(c).strip() for c in rec.choices]
         if len(ch) < 2: probs.append(P("choices", "a multiple-choice question needs at least two choices"))
         if any(not c for c in ch): probs.append(P("choices", "empty choice"))
         if len({c.lower() for c in ch}) < len(ch): probs.append(P("choices", "duplicate choices"))
         low = {c.lower() for c in ch}
         missing = [a for a in (s.strip() for s in str(rec.answer).split(",")) if a and a.lower() not in low]
         if missing and str(rec.answer).strip().lower() not in low:
-            probs.append(P("answer", f"{', '.join(repr(m) for m in missing)} not among the choices"))
+            probs.append(P("answer", f"{_cut(', '.join(repr(m) for m in missing))} not among the choices"))
     return probs
 
 # %% ../nbs/00_data.ipynb #eca41697
@@ -243,22 +287,40 @@ class JsonlLine(NamedTuple):
     record: Record|None # the record, `None` if the line cannot be one
     problems: list # `Problem`s with its JSON, structure and fields (media files are not opened)
 
+def _decode_line(raw:bytes, lineno:int) -> tuple[Any, str|None]:
+    "(JSON value, None) of one line, or (None, what is wrong with it)."
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"): raw = raw[3:]  # a UTF-8 byte order mark
+    try: text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = "; the file looks like UTF-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        return None, f"line is not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}){hint}; save the file as UTF-8"
+    try: return json.loads(text), None
+    except json.JSONDecodeError as e: return None, f"not valid JSON: {e.msg} (column {e.colno})"
+    except RecursionError: return None, "not valid JSON: nested too deeply"
+    except ValueError as e: return None, f"not valid JSON: {_cut(str(e), 120)}"  # e.g. an integer of more than 4300 digits
+
 def iter_jsonl(path, # a CLIMB/QoQ-Med JSONL file
                root=None, # folder that relative media paths start from (default: the file's folder)
               ) -> Iterator[JsonlLine]:
     "Parse a JSONL file line by line, never stopping at a bad line: the one loop under `read_jsonl`, `validate_jsonl` and evaluation."
     path = Path(path)
-    if not path.is_file(): raise DataError("file not found" if not path.exists() else "not a file", path)
+    if not os.path.isfile(path): raise DataError("file not found" if not os.path.exists(path) else "not a file", path)
     base = _base_dir(path, root)
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, raw in enumerate(f, 1):
+    try: f = open(path, "rb")
+    except OSError as e: raise DataError(f"cannot open the file ({e.strerror or type(e).__name__})", path) from None
+    with f:
+        for lineno in itertools.count(1):
+            try: raw = f.readline()
+            except OSError as e: raise DataError(f"cannot read the file ({e.strerror or type(e).__name__})", path, line=lineno) from None
+            if not raw: break
             if not raw.strip(): continue
-            try: d = json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield JsonlLine(lineno, None, None, [Problem(lineno, None, f"not valid JSON: {e.msg} (column {e.colno})", str(path))])
+            d, why = _decode_line(raw, lineno)
+            if why:
+                yield JsonlLine(lineno, None, None, [Problem(lineno, None, why, str(path))])
                 continue
             rec, probs = _parse_record(d, base, path, lineno)
-            yield JsonlLine(lineno, d, rec, probs + (_check_fields(rec) if rec is not None else []))
+            seen = {p.field for p in probs}  # one problem per field: a question that is not a string is not also "empty"
+            yield JsonlLine(lineno, d, rec, probs + ([p for p in _check_fields(rec) if p.field not in seen] if rec is not None else []))
 
 def read_jsonl(path, # a CLIMB/QoQ-Med JSONL file
                root=None, # folder that relative media paths start from (default: the file's folder)
@@ -288,32 +350,66 @@ def _is_dicom(path) -> bool:
     if p.endswith((".dcm", ".dicom")): return True
     try:
         with open(path, "rb") as f: f.seek(128); return f.read(4) == b"DICM"
-    except OSError: return False
+    except (OSError, ValueError): return False
 
 def _read_dicom(path, **kwargs):
     import pydicom
     try: return pydicom.dcmread(str(path), **kwargs)
+    except MemoryError: raise
     except Exception as e: raise DataError(f"not a readable DICOM file ({type(e).__name__}: {e})", path) from None
 
+def _has_pixels(ds) -> bool: return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+def _header_int(ds, key, default, path, minimum=None) -> int:
+    "An integer DICOM attribute (`default` when absent), refused with its name when it is not a number or below `minimum`."
+    v = ds.get(key, default)
+    if v is None or v == "":
+        if default is None: raise DataError(f"{key} is missing", path)
+        v = default
+    try: n = int(v)
+    except (TypeError, ValueError): raise DataError(f"{key} {_cut(repr(v))} is not an integer", path) from None
+    if minimum is not None and n < minimum: raise DataError(f"{key} is {n}; it must be at least {minimum}", path)
+    return n
+
+def _n_frames(ds, path) -> int: return _header_int(ds, "NumberOfFrames", 1, path, minimum=1)
+
 def _dicom_pixels(ds, path) -> np.ndarray:
-    "The decoded pixel array (frames first for multi-frame; colour converted to RGB)."
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    "The decoded pixel array (frames first for multi-frame; colour converted to RGB), checked against Rows, Columns, NumberOfFrames."
+    if not _has_pixels(ds):
         what = "it holds a waveform (ECG); use load_ecg" if "WaveformSequence" in ds else "truncated, or not an image object"
         raise DataError(f"DICOM file has no pixel data ({what})", path)
+    if "PixelData" in ds and not ds.PixelData: raise DataError("the pixel data is empty (0 bytes)", path)
+    rows, cols = _header_int(ds, "Rows", None, path, minimum=1), _header_int(ds, "Columns", None, path, minimum=1)
+    frames, samples = _n_frames(ds, path), _header_int(ds, "SamplesPerPixel", 1, path, minimum=1)
+    _check_size(rows * cols * frames * samples, f"{frames} frame(s) of {cols}x{rows}x{samples}", path)
+    header = f"Rows {rows}, Columns {cols}, NumberOfFrames {frames}, SamplesPerPixel {samples}"
     try:
         arr = ds.pixel_array
-        if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-            arr = apply_color_lut(arr, ds)
-        return arr
+        from pydicom.uid import UncompressedTransferSyntaxes
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        native = "PixelData" in ds and (ts is None or ts in UncompressedTransferSyntaxes)
+        if native:  # pydicom keeps quiet about data beyond what the header describes: a wrong Rows/Columns or NumberOfFrames
+            from pydicom.pixels.utils import get_expected_length
+            excess = len(ds.PixelData) - get_expected_length(ds, unit="bytes")
+            if excess >= max(2, cols * samples * int(ds.get("BitsAllocated", 8) or 8) // 8):
+                raise DataError(f"the pixel data holds {excess} bytes more than {header} describe; the header is wrong", path)
+    except (DataError, MemoryError): raise
     except Exception as e:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts = getattr(ts, "name", ts)
         raise DataError(f"cannot decode DICOM pixel data (transfer syntax {ts}): {e}", path) from None
+    expected = ((frames,) if frames > 1 else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
+    if arr.shape != expected:
+        raise DataError(f"the pixel data decodes to shape {arr.shape} but {header} say {expected}; the header is wrong", path)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+        try: arr = apply_color_lut(arr, ds)
+        except Exception as e: raise DataError(f"cannot apply the palette colour LUT ({type(e).__name__}: {e})", path) from None
+    return arr
 
 def _is_colour(ds, arr) -> bool:
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
-    return (palette or int(ds.get("SamplesPerPixel", 1)) > 1) and arr.shape[-1] in (3, 4)
+    return (palette or int(ds.get("SamplesPerPixel", 1) or 1) > 1) and arr.shape[-1] in (3, 4)
 
 def _percentile_unit(x:np.ndarray, lo=0.5, hi=99.5) -> np.ndarray:
     "Scale to [0, 1] between two percentiles of the finite values."
@@ -324,14 +420,37 @@ def _percentile_unit(x:np.ndarray, lo=0.5, hi=99.5) -> np.ndarray:
     if b <= a: return np.zeros(x.shape, np.float32)
     return np.clip((np.nan_to_num(x, nan=a) - a) / (b - a), 0, 1).astype(np.float32)
 
-def _dicom_gray_unit(arr:np.ndarray, ds, voi_ds=None) -> np.ndarray:
+def _modality_lut(arr:np.ndarray, ds, path) -> np.ndarray:
+    "pydicom's modality LUT (rescale slope/intercept or a LUT), refused when it gives non-finite values."
+    from pydicom.pixels import apply_modality_lut
+    try: x = apply_modality_lut(arr, ds)
+    except Exception as e: raise DataError(f"cannot apply the modality LUT ({type(e).__name__}: {e})", path) from None
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{int((~np.isfinite(x)).sum())} pixels are not finite after the modality LUT (RescaleSlope "
+                        f"{ds.get('RescaleSlope', 1)}, RescaleIntercept {ds.get('RescaleIntercept', 0)})", path)
+    return x
+
+def _check_window(voi, path):
+    "Refuse a VOI window that pydicom would reject or turn into NaN (centre not finite, width below 1)."
+    first = lambda v: v[0] if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else v
+    try: c, w = float(first(voi.WindowCenter)), float(first(voi.get("WindowWidth")))
+    except (TypeError, ValueError, IndexError, AttributeError):
+        raise DataError(f"WindowCenter/WindowWidth {_cut(repr(voi.get('WindowCenter')))}/{_cut(repr(voi.get('WindowWidth')))} are not numbers", path) from None
+    if not (math.isfinite(c) and math.isfinite(w) and w >= 1):
+        raise DataError(f"VOI window centre {c:g}, width {w:g} is invalid (WindowCenter must be finite, WindowWidth finite and at least 1)", path)
+
+def _dicom_gray_unit(arr:np.ndarray, ds, path, voi_ds=None) -> np.ndarray:
     "Modality LUT, then the VOI window (or a percentile window), then MONOCHROME1 inversion; values in [0, 1]."
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    x = apply_modality_lut(arr, ds) if voi_ds is None else arr  # folders apply it slice by slice beforehand
+    from pydicom.pixels import apply_voi_lut
+    x = _modality_lut(arr, ds, path) if voi_ds is None else arr  # folders apply it slice by slice beforehand
     voi = ds if voi_ds is None else voi_ds
     if "WindowCenter" in voi or "VOILUTSequence" in voi:
-        y = np.asarray(apply_voi_lut(x, voi, index=0), dtype=np.float64)
-        ends = np.asarray(apply_voi_lut(np.array([-2**40, 2**40], dtype=np.int64), voi, index=0), dtype=np.float64)
+        if "VOILUTSequence" not in voi: _check_window(voi, path)
+        try:
+            y = np.asarray(apply_voi_lut(x, voi, index=0), dtype=np.float64)
+            ends = np.asarray(apply_voi_lut(np.array([-2**40, 2**40], dtype=np.int64), voi, index=0), dtype=np.float64)
+        except MemoryError: raise
+        except Exception as e: raise DataError(f"cannot apply the VOI LUT/window ({type(e).__name__}: {e})", path) from None
         lo, hi = float(ends.min()), float(ends.max())
         unit = np.clip((y - lo) / (hi - lo), 0, 1).astype(np.float32) if hi > lo else _percentile_unit(y)
     else: unit = _percentile_unit(np.asarray(x, dtype=np.float64))
@@ -348,14 +467,14 @@ def _colour_to_uint8(arr:np.ndarray, ds) -> np.ndarray:
     arr = arr[..., :3]
     if arr.dtype == np.uint8: return arr
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
-    bits = 16 if palette else int(ds.get("BitsStored", 16))  # palette LUT entries are 16-bit
+    bits = 16 if palette else max(1, int(ds.get("BitsStored", 16) or 16))  # palette LUT entries are 16-bit
     return np.clip(np.round(arr.astype(np.float64) / (2**bits - 1) * 255), 0, 255).astype(np.uint8)
 
 # %% ../nbs/00_data.ipynb #93deafe7
 def _check_file(path):
     p = Path(path)
-    if not p.exists(): raise DataError("file not found", path)
-    if p.is_dir(): raise DataError("is a folder, not a file", path)
+    if not os.path.exists(p): raise DataError("file not found", path)  # os.path: a name too long or with a NUL is just not found
+    if os.path.isdir(p): raise DataError("is a folder, not a file", path)
     return p
 
 def _pil_to_rgb(im:Image.Image) -> Image.Image:
@@ -363,21 +482,27 @@ def _pil_to_rgb(im:Image.Image) -> Image.Image:
         return Image.fromarray(_unit_to_rgb(_percentile_unit(np.asarray(im, dtype=np.float64))))
     return im.convert("RGB")
 
+def _read_pil_image(p) -> Image.Image:
+    try:
+        with Image.open(p) as im:
+            im.load()
+            rgb = _pil_to_rgb(im)
+    except MemoryError: raise
+    except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", p) from None
+    if min(rgb.size) < 1: raise DataError(f"image has {rgb.size[0]}x{rgb.size[1]} pixels", p)
+    return rgb
+
 def load_image(path # PNG, JPEG, TIFF or DICOM file
               ) -> Image.Image:
     "An 8-bit RGB PIL image (DICOM: modality LUT, VOI/percentile window, MONOCHROME1 inverted; multi-frame → middle frame)."
     p = _check_file(path)
-    if _is_dicom(p):
+    with _decoding(p):
+        if not _is_dicom(p): return _read_pil_image(p)
         ds = _read_dicom(p)
         arr = _dicom_pixels(ds, p)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1: arr = arr[len(arr) // 2]
+        if _n_frames(ds, p) > 1: arr = arr[len(arr) // 2]
         if _is_colour(ds, arr): return Image.fromarray(_colour_to_uint8(arr, ds))
-        return Image.fromarray(_unit_to_rgb(_dicom_gray_unit(arr, ds)))
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return _pil_to_rgb(im)
-    except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", p) from None
+        return Image.fromarray(_unit_to_rgb(_dicom_gray_unit(arr, ds, p)))
 
 # %% ../nbs/00_data.ipynb #6c35256b
 def _natural_key(p): return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(p).name)]
@@ -387,43 +512,100 @@ def _sample_indices(n:int, max_frames:int|None) -> list[int]:
     if max_frames < 1: raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     return [int(i) for i in np.round(np.linspace(0, n - 1, max_frames))]
 
-def _dicom_folder(folder:Path) -> np.ndarray:
-    "A folder of single-frame DICOM slices → uint8 RGB frames (n, H, W, 3) in slice order."
-    from pydicom.pixels import apply_modality_lut
+def _is_image_object(ds) -> bool:
+    "Whether a DICOM file without pixel data was meant to hold one (so it is truncated), not a DICOMDIR, report or private object."
+    from pydicom.uid import UID
+    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return "Rows" in ds or uid is None or "Image" in UID(str(uid)).name
+
+def _slice_vector(ds, key:str, n:int, path) -> np.ndarray:
+    "The `n` finite numbers of a DICOM attribute such as ImagePositionPatient, refused with the slice's name otherwise."
+    v = ds.get(key)
+    vals = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
+    try: a = np.array([float(x) for x in vals], dtype=float)
+    except (TypeError, ValueError): a = None
+    if a is None or a.shape != (n,) or not np.isfinite(a).all():
+        raise DataError(f"{key} must be {n} finite numbers, got {_cut(repr([str(x) for x in vals]))}", path)
+    return a
+
+def _sort_slices(slices:list) -> list:
+    "Slices in order along the slice normal (ImagePositionPatient · normal), else by InstanceNumber, else as given (file names)."
+    if all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for _, ds in slices):
+        for f, ds in slices:
+            iop = _slice_vector(ds, "ImageOrientationPatient", 6, f)
+            if np.linalg.norm(np.cross(iop[:3], iop[3:])) < 1e-6:
+                raise DataError("ImageOrientationPatient gives no slice direction (its row and column vectors are zero or parallel)", f)
+        iop = _slice_vector(slices[0][1], "ImageOrientationPatient", 6, slices[0][0])
+        normal = np.cross(iop[:3], iop[3:])
+        depth = {id(ds): float(np.dot(_slice_vector(ds, "ImagePositionPatient", 3, f), normal)) for f, ds in slices}
+        return sorted(slices, key=lambda s: depth[id(s[1])])
+    if all("InstanceNumber" in ds for _, ds in slices):
+        number = {id(ds): _header_int(ds, "InstanceNumber", None, f) for f, ds in slices}
+        return sorted(slices, key=lambda s: number[id(s[1])])
+    return slices
+
+def _dicom_folder(folder:Path) -> np.ndarray|None:
+    "A folder of single-frame DICOM slices → uint8 RGB frames (n, H, W, 3) in slice order; `None` when it holds no slices."
     slices = []
     for f in sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")), key=_natural_key):
         if not _is_dicom(f): continue
         ds = _read_dicom(f)
-        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")): continue  # e.g. DICOMDIR
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if not _has_pixels(ds):
+            if _is_image_object(ds): raise DataError("slice has no pixel data (truncated?); the series would miss it", f)
+            continue  # a DICOMDIR, report or presentation state next to the slices
+        if _n_frames(ds, f) > 1:
             raise DataError(f"folder holds a multi-frame DICOM file ({f.name}); pass that file itself to load_volume", folder)
         slices.append((f, ds))
     if not slices: return None
-    if all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for _, ds in slices):
-        iop = np.array(slices[0][1].ImageOrientationPatient, dtype=float)
-        normal = np.cross(iop[:3], iop[3:])
-        slices.sort(key=lambda s: float(np.dot(np.array(s[1].ImagePositionPatient, dtype=float), normal)))
-    elif all("InstanceNumber" in ds for _, ds in slices): slices.sort(key=lambda s: int(s[1].InstanceNumber))
+    slices = _sort_slices(slices)
+    _check_size(len(slices) * _header_int(slices[0][1], "Rows", None, slices[0][0]) * _header_int(slices[0][1], "Columns", None, slices[0][0]),
+                f"{len(slices)} slices", folder)
     arrays = [_dicom_pixels(ds, f) for f, ds in slices]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1: raise DataError(f"slices have different sizes {sorted(shapes)}", folder)
     ds0 = slices[0][1]
     if _is_colour(ds0, arrays[0]): return np.stack([_colour_to_uint8(a, ds0) for a in arrays])
-    vol = np.stack([np.asarray(apply_modality_lut(a, ds), dtype=np.float64) for a, (_, ds) in zip(arrays, slices)])
-    return _unit_to_rgb(_dicom_gray_unit(vol, ds0, voi_ds=ds0))
+    vol = np.stack([np.asarray(_modality_lut(a, ds, f), dtype=np.float64) for a, (f, ds) in zip(arrays, slices)])
+    return _unit_to_rgb(_dicom_gray_unit(vol, ds0, folder, voi_ds=ds0))
+
+def _image_frames(files:list, max_frames:int|None, folder) -> list[Image.Image]:
+    "The sampled frames of a folder of images, refused when its frames differ in size."
+    sizes = {}
+    for f in files:
+        try:
+            with Image.open(f) as im: sizes[f] = im.size
+        except MemoryError: raise
+        except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", f) from None
+    if len(set(sizes.values())) > 1:
+        raise DataError(f"frames have different sizes {sorted(set(sizes.values()))} (e.g. {files[0].name} and "
+                        f"{next(f.name for f in files if sizes[f] != sizes[files[0]])})", folder)
+    return [load_image(files[i]) for i in _sample_indices(len(files), max_frames)]
 
 def _nifti_frames(path) -> np.ndarray:
     "NIfTI → float frames (n, H, W) along the largest-spacing axis of the canonical (RAS) volume."
     import nibabel as nib
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+    try: img = nib.load(str(path))
+    except MemoryError: raise
     except Exception as e: raise DataError(f"cannot read NIfTI ({type(e).__name__}: {e})", path) from None
+    header = img.header
+    shape = tuple(int(s) for s in img.shape)
+    if not shape or min(shape) < 1: raise DataError(f"NIfTI has an empty dimension: shape {shape} (header dim {img.header['dim'].tolist()})", path)
+    _check_size(math.prod(shape), f"a {'x'.join(map(str, shape))} volume", path)
+    try:
+        img = nib.as_closest_canonical(img)
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except MemoryError: raise
+    except Exception as e: raise DataError(f"cannot read NIfTI ({type(e).__name__}: {e})", path) from None
+    if np.isinf(data).any() or not np.isfinite(data).any():
+        slope, inter = (float(header[k]) if k in header else None for k in ("scl_slope", "scl_inter"))
+        raise DataError(f"NIfTI values are not finite ({int(np.isinf(data).sum())} infinite, {int(np.isnan(data).sum())} NaN; "
+                        f"scl_slope {slope}, scl_inter {inter})", path)
     zooms = [float(z) for z in img.header.get_zooms()[:3]]
     if data.ndim == 4: data = data[..., 0]
     if data.ndim == 2: data, zooms = data[..., None], zooms[:2] + [1.0]
     if data.ndim != 3: raise DataError(f"NIfTI has {data.ndim} dimensions; expected 3 (or 4, first volume used)", path)
-    axis = max(range(3), key=lambda a: (round(zooms[a], 4), a))
+    spacing = lambda a: round(zooms[a], 4) if math.isfinite(zooms[a]) and zooms[a] > 0 else 0.0  # a broken pixdim counts as thin
+    axis = max(range(3), key=lambda a: (spacing(a), a))
     frames = np.moveaxis(data, axis, 0)            # (n, a, b): the other two axes in RAS order
     return frames.transpose(0, 2, 1)[:, ::-1, :]   # rows = b reversed (anterior/superior up), columns = a
 
@@ -432,26 +614,30 @@ def load_volume(path, # multi-frame DICOM, folder of DICOM slices or images, NIf
                ) -> list[Image.Image]:
     "A 3-D study as an ordered list of 8-bit RGB frames, windowed once for the whole volume."
     p = Path(path)
-    if not p.exists(): raise DataError("file not found", path)
-    if p.is_dir():
-        frames = _dicom_folder(p)
-        if frames is None:
-            files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")), key=_natural_key)
-            if not files: raise DataError("folder holds no DICOM slices or image frames", path)
-            return [load_image(files[i]) for i in _sample_indices(len(files), max_frames)]
-    elif p.name.lower().endswith((".nii", ".nii.gz")): frames = _unit_to_rgb(_percentile_unit(_nifti_frames(p)))
-    elif _is_dicom(p):
-        ds = _read_dicom(p)
-        arr = _dicom_pixels(ds, p)
-        if int(ds.get("NumberOfFrames", 1) or 1) == 1: arr = arr[None]
-        frames = _colour_to_uint8(arr, ds) if _is_colour(ds, arr) else _unit_to_rgb(_dicom_gray_unit(arr, ds))
-    else:
-        try:
-            with Image.open(p) as im: pages = [_pil_to_rgb(f.copy()) for f in ImageSequence.Iterator(im)]
-        except Exception as e: raise DataError(f"unsupported or unreadable 3-D study ({type(e).__name__}: {e}); "
-                                               "use multi-frame DICOM, a folder of DICOM slices, NIfTI, or image frames", p) from None
-        return [pages[i] for i in _sample_indices(len(pages), max_frames)]
-    return [Image.fromarray(np.ascontiguousarray(frames[i])) for i in _sample_indices(len(frames), max_frames)]
+    if not os.path.exists(p): raise DataError("file not found", path)
+    with _decoding(p):
+        if p.is_dir():
+            frames = _dicom_folder(p)
+            if frames is None:
+                files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")), key=_natural_key)
+                if not files: raise DataError("folder holds no DICOM slices or image frames", path)
+                return _image_frames(files, max_frames, p)
+        elif p.name.lower().endswith((".nii", ".nii.gz")): frames = _unit_to_rgb(_percentile_unit(_nifti_frames(p)))
+        elif _is_dicom(p):
+            ds = _read_dicom(p)
+            arr = _dicom_pixels(ds, p)
+            if _n_frames(ds, p) == 1: arr = arr[None]
+            frames = _colour_to_uint8(arr, ds) if _is_colour(ds, arr) else _unit_to_rgb(_dicom_gray_unit(arr, ds, p))
+        else:
+            try:
+                with Image.open(p) as im: pages = [_pil_to_rgb(f.copy()) for f in ImageSequence.Iterator(im)]
+            except MemoryError: raise
+            except Exception as e: raise DataError(f"unsupported or unreadable 3-D study ({type(e).__name__}: {e}); "
+                                                   "use multi-frame DICOM, a folder of DICOM slices, NIfTI, or image frames", p) from None
+            if not pages or len({f.size for f in pages}) > 1 or min(pages[0].size) < 1:
+                raise DataError(f"pages have sizes {sorted({f.size for f in pages})}; a study needs frames of one nonzero size", p)
+            return [pages[i] for i in _sample_indices(len(pages), max_frames)]
+        return [Image.fromarray(np.ascontiguousarray(frames[i])) for i in _sample_indices(len(frames), max_frames)]
 
 # %% ../nbs/00_data.ipynb #11b4b672
 ECG_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -467,6 +653,24 @@ def normalize_lead_name(name) -> str|None:
     return _LEAD_TABLE.get(re.sub(r"[\s_]", "", s))
 
 # %% ../nbs/00_data.ipynb #e5dc6226
+def _wfdb_header_rate(hea, wfdb_fs) -> float|None:
+    "The sampling frequency on a WFDB header's record line; `None` when it is not given (WFDB's default is then 250 Hz)."
+    try:
+        with open(hea, "rb") as f: text = f.read(1 << 16).decode("latin-1")
+    except OSError as e: raise DataError(f"cannot read WFDB header ({e.strerror or type(e).__name__})", hea) from None
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"): continue
+        tokens = s.split()
+        if len(tokens) < 3: return None
+        try: rate = float(tokens[2].split("/")[0])  # fs[/counter frequency[(base counter)]]
+        except ValueError: rate = math.nan
+        if not (math.isfinite(rate) and rate > 0):
+            note = f" (wfdb reads it as {wfdb_fs:g} Hz)" if isinstance(wfdb_fs, (int, float)) and math.isfinite(wfdb_fs) else ""
+            raise DataError(f"sampling frequency {_cut(repr(tokens[2]))} on the record line is not a positive number{note}", hea)
+        return rate
+    return None
+
 def _read_wfdb(path):
     import wfdb
     p = str(path)
@@ -474,30 +678,41 @@ def _read_wfdb(path):
     hea = base + ".hea"
     if not os.path.exists(hea): raise DataError(f"WFDB header not found (looked for {hea})", path)
     try: header = wfdb.rdheader(base)
+    except MemoryError: raise
     except Exception as e: raise DataError(f"cannot read WFDB header ({type(e).__name__}: {e})", hea) from None
+    rate = _wfdb_header_rate(hea, header.fs)
     for fn in dict.fromkeys(header.file_name or []):
         f = os.path.join(os.path.dirname(base), fn)
         if not os.path.exists(f): raise DataError(f"signal file {f} named in the WFDB header does not exist", hea)
     try: rec = wfdb.rdrecord(base, physical=True)
+    except MemoryError: raise
     except Exception as e: raise DataError(f"cannot read WFDB record ({type(e).__name__}: {e})", hea) from None
     if rec.p_signal is None: raise DataError("WFDB record has no signal", hea)
-    return rec.p_signal, list(rec.sig_name), list(rec.units or [""] * rec.n_sig), float(rec.fs)
+    return rec.p_signal, list(rec.sig_name), list(rec.units or [""] * rec.n_sig), rate if rate is not None else float(rec.fs)
 
 def _read_dicom_ecg(path):
     ds = _read_dicom(path)
     if "WaveformSequence" not in ds: raise DataError("DICOM file has no waveform (WaveformSequence); it is not an ECG", path)
     groups = ds.WaveformSequence
+    if len(groups) == 0: raise DataError("WaveformSequence is empty: the file holds no waveform", path)
     idx = next((i for i, g in enumerate(groups) if "MEDIAN" not in str(g.get("MultiplexGroupLabel", "")).upper()), 0)
     g = groups[idx]
+    if "SamplingFrequency" not in g: raise DataError("the waveform has no SamplingFrequency, so its sampling rate is unknown", path)
     try: sig = ds.waveform_array(idx)
+    except MemoryError: raise
     except Exception as e: raise DataError(f"cannot decode DICOM waveform ({type(e).__name__}: {e})", path) from None
     names, units = [], []
-    for ch in g.ChannelDefinitionSequence:
+    for ch in g.get("ChannelDefinitionSequence") or []:
         src = ch.get("ChannelSourceSequence")
         names.append(str(src[0].get("CodeMeaning", "")) if src else str(ch.get("ChannelLabel", "")))
         us = ch.get("ChannelSensitivityUnitsSequence")
         units.append(str(us[0].get("CodeValue", "")) if us else "")
-    return np.asarray(sig, dtype=np.float64), names, units, float(g.SamplingFrequency)
+        for key in ("ChannelSensitivity", "ChannelSensitivityCorrectionFactor"):  # waveform_array multiplies by both
+            v = ch.get(key)
+            try: ok = v is None or v == "" or (math.isfinite(float(v)) and float(v) != 0)
+            except (TypeError, ValueError): ok = False
+            if not ok: raise DataError(f"{key} of channel {names[-1]!r} is {_cut(str(v))}; it must be a nonzero finite number", path)
+    return np.asarray(sig, dtype=np.float64), names, units, g.SamplingFrequency
 
 def _read_array_ecg(path, source_fs, fs, seconds):
     p = str(path).lower()
@@ -507,8 +722,10 @@ def _read_array_ecg(path, source_fs, fs, seconds):
             import torch
             t = torch.load(str(path), map_location="cpu", weights_only=True)
             if not isinstance(t, torch.Tensor): raise TypeError(f"holds a {type(t).__name__}, not a tensor")
+            if t.dtype == torch.bool or t.is_complex():  # the same rule as for .npy: check before converting to float
+                raise DataError(f"ECG array has dtype {str(t.dtype).replace('torch.', '')}; expected numbers", path)
             a = t.detach().float().numpy()
-    except DataError: raise
+    except (DataError, MemoryError): raise
     except Exception as e: raise DataError(f"cannot read ECG array ({type(e).__name__}: {e})", path) from None
     if a.dtype.kind not in "iuf": raise DataError(f"ECG array has dtype {a.dtype}; expected numbers", path)
     a = np.asarray(a, dtype=np.float64)
@@ -524,6 +741,28 @@ def _read_array_ecg(path, source_fs, fs, seconds):
     return a.T, list(ECG_LEADS if a.shape[0] == 8 else STANDARD_12_LEADS), ["mV"] * a.shape[0], float(source_fs)
 
 # %% ../nbs/00_data.ipynb #87a9d07c
+ECG_FS_RANGE_HZ = (50.0, 20_000.0) # sampling rates accepted as an ECG's; outside, the header is wrong
+ECG_MIN_SECONDS = 1.0 # shorter recordings are refused (or `seconds`, when less is asked for)
+
+def _ecg_rate(v, what:str, path) -> float:
+    "A sampling rate in Hz, refused unless it is a number inside `ECG_FS_RANGE_HZ`."
+    try: r = float(v)
+    except (TypeError, ValueError): raise DataError(f"{what} {_cut(repr(v))} is not a number", path) from None
+    lo, hi = ECG_FS_RANGE_HZ
+    if not (math.isfinite(r) and lo <= r <= hi):
+        raise DataError(f"{what} {r:g} Hz is outside the plausible range of an ECG ({lo:g} to {hi:g} Hz); check the header", path)
+    return r
+
+def _resample_ratio(fs_out:float, fs_in:float, path) -> tuple[int, int]:
+    "(up, down) with up/down = fs_out/fs_in exactly, or within 1e-4 (1 ms in 10 s) when the exact terms exceed 20,000."
+    r = Fraction(str(fs_out)) / Fraction(str(fs_in))
+    if max(r.numerator, r.denominator) > 20_000:
+        approx = r.limit_denominator(20_000)
+        if approx == 0 or abs(approx - r) > 1e-4 * r:
+            raise DataError(f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz at a rational ratio with terms under 20,000", path)
+        r = approx
+    return r.numerator, r.denominator
+
 def load_ecg(path, # WFDB record (with or without extension), DICOM waveform, .npy or .pt array
              leads:Sequence[str]=ECG_LEADS, # leads to return, by name, in this order
              fs:float=250, # output sampling rate, Hz
@@ -533,50 +772,69 @@ def load_ecg(path, # WFDB record (with or without extension), DICOM waveform, .n
              max_abs_mv:float=100., # larger amplitudes are refused as implausible (wrong units)
             ) -> np.ndarray:
     "An ECG as float32 (len(leads), fs*seconds) in mV, leads chosen by name, anti-aliased resampling."
+    try: good_args = float(fs) > 0 and float(seconds) > 0 and math.isfinite(float(fs) * float(seconds))
+    except (TypeError, ValueError): good_args = False
+    if not good_args: raise ValueError(f"fs and seconds must be positive numbers, got fs={fs!r}, seconds={seconds!r}")
     p = Path(path)
+    if source_fs is not None: source_fs = _ecg_rate(source_fs, "source_fs", p)
     low = p.name.lower()
-    if low.endswith((".npy", ".pt", ".pth")):
-        _check_file(p); sig, names, file_units, src_fs = _read_array_ecg(p, source_fs, fs, seconds)
-    elif low.endswith((".hea", ".dat")) or (not p.exists() and Path(str(p) + ".hea").exists()):
-        sig, names, file_units, src_fs = _read_wfdb(p)
-    elif p.exists() and p.is_file() and _is_dicom(p): sig, names, file_units, src_fs = _read_dicom_ecg(p)
-    elif not p.exists(): raise DataError("file not found (nor a WFDB header next to it)", path)
-    else: raise DataError("unsupported ECG format; use a WFDB record, a DICOM waveform, .npy or .pt", path)
-    if sig.ndim != 2 or sig.shape[1] != len(names): raise DataError(f"signal has shape {sig.shape} for {len(names)} channel names", path)
-    index = {}
-    for i, n in enumerate(names): index.setdefault(normalize_lead_name(n), i)
-    missing = [l for l in leads if normalize_lead_name(l) not in index]
-    if missing:
-        raise DataError(f"missing ECG leads {', '.join(missing)}: the record has {', '.join(map(str, names)) or 'no named channels'}; "
-                        f"QoQ-Med needs a 12-lead ECG (leads {', '.join(leads)})", path)
-    cols = [index[normalize_lead_name(l)] for l in leads]
-    scale = []
-    for c in cols:
-        u = units if units is not None else file_units[c]
-        key = re.sub(r"\s", "", str(u)).lower()
-        if key not in _UNIT_TO_MV: raise DataError(f"unknown unit {u!r} for lead {names[c]}; pass units= to say what it is", path)
-        scale.append(_UNIT_TO_MV[key])
-    if src_fs <= 0: raise DataError(f"invalid sampling rate {src_fs} Hz", path)
-    n_in = int(round(seconds * src_fs))
-    x = sig[: n_in + int(0.5 * src_fs), cols] * np.array(scale)
-    window = x[:n_in]
-    bad = ~np.isfinite(window)
-    if bad.any():
-        which = [leads[j] for j in np.flatnonzero(bad.any(0))]
-        raise DataError(f"signal has {int(bad.sum())} non-finite samples (NaN/inf) in the first {seconds} s, leads {', '.join(which)}", path)
-    peak = float(np.abs(window).max()) if window.size else 0.0
-    if peak > max_abs_mv:
-        raise DataError(f"peak amplitude {peak:.0f} mV is implausible for an ECG (limit {max_abs_mv} mV); check the units", path)
-    if src_fs != fs:
-        from scipy.signal import resample_poly
-        r = Fraction(str(fs)) / Fraction(str(src_fs))
-        r = r.limit_denominator(1000)
-        x = resample_poly(x, r.numerator, r.denominator, axis=0, padtype="line")
-    n_out = int(round(fs * seconds))
-    out = np.zeros((n_out, len(leads)), dtype=np.float32)
-    m = min(n_out, len(x))
-    out[:m] = x[:m]
-    return np.ascontiguousarray(out.T)
+    with _decoding(p):
+        if low.endswith((".npy", ".pt", ".pth")):
+            _check_file(p); sig, names, file_units, src_fs = _read_array_ecg(p, source_fs, fs, seconds)
+        elif low.endswith((".hea", ".dat")) or (not os.path.exists(p) and os.path.exists(str(p) + ".hea")):
+            sig, names, file_units, src_fs = _read_wfdb(p)
+        elif os.path.isfile(p) and _is_dicom(p): sig, names, file_units, src_fs = _read_dicom_ecg(p)
+        elif not os.path.exists(p): raise DataError("file not found (nor a WFDB header next to it)", path)
+        else: raise DataError("unsupported ECG format; use a WFDB record, a DICOM waveform, .npy or .pt", path)
+        src_fs = _ecg_rate(src_fs, "sampling rate", p)
+        if sig.ndim != 2 or sig.shape[1] != len(names): raise DataError(f"signal has shape {sig.shape} for {len(names)} channel names", path)
+        shortest = min(ECG_MIN_SECONDS, float(seconds))
+        if sig.shape[0] / src_fs < shortest:
+            raise DataError(f"the ECG lasts {sig.shape[0] / src_fs:.3g} s ({sig.shape[0]} sample{'' if sig.shape[0] == 1 else 's'} at {src_fs:g} Hz); "
+                            f"at least {shortest:g} s is needed", path)
+        index = {}
+        for i, n in enumerate(names): index.setdefault(normalize_lead_name(n), i)
+        missing = [l for l in leads if normalize_lead_name(l) not in index]
+        if missing:
+            have = ", ".join(str(n) or "''" for n in names) or "no named channels"
+            raise DataError(f"missing ECG leads {', '.join(missing)}: the record has {have}; "
+                            f"QoQ-Med needs a 12-lead ECG (leads {', '.join(leads)})", path)
+        cols = [index[normalize_lead_name(l)] for l in leads]
+        scale = []
+        for c in cols:
+            u = units if units is not None else file_units[c]
+            key = re.sub(r"\s", "", str(u)).lower()
+            if key not in _UNIT_TO_MV: raise DataError(f"unknown unit {u!r} for lead {names[c]}; pass units= to say what it is", path)
+            scale.append(_UNIT_TO_MV[key])
+        n_in = int(round(seconds * src_fs))
+        x = sig[: n_in + int(0.5 * src_fs), cols] * np.array(scale)
+        window = x[:n_in]
+        bad = ~np.isfinite(window)
+        if bad.any():
+            which = [leads[j] for j in np.flatnonzero(bad.any(0))]
+            raise DataError(f"signal has {int(bad.sum())} non-finite samples (NaN/inf) in the first {seconds} s, leads {', '.join(which)}", path)
+        peak = float(np.abs(window).max()) if window.size else 0.0
+        if peak > max_abs_mv:
+            raise DataError(f"peak amplitude {peak:.4g} mV is implausible for an ECG (limit {max_abs_mv} mV); check the units", path)
+        if src_fs != fs:
+            from scipy.signal import resample_poly
+            up, down = _resample_ratio(fs, src_fs, p)
+            x = resample_poly(x, up, down, axis=0, padtype="line")
+        n_out = int(round(fs * seconds))
+        out = np.zeros((n_out, len(leads)), dtype=np.float32)
+        m = min(n_out, len(x))
+        out[:m] = x[:m]
+        if not np.isfinite(out).all(): raise DataError("resampling gave non-finite values (the signal is too short or too large)", path)
+        return np.ascontiguousarray(out.T)
+
+# %% ../nbs/00_data.ipynb #465d0873
+ECG_FLAT_MV = 1e-3 # a lead whose peak-to-peak amplitude stays under this (mV) is flat
+
+def flat_ecg_leads(x:np.ndarray, # an ECG from `load_ecg`, (leads, samples) in mV
+                   leads:Sequence[str]=ECG_LEADS, # the names of its rows
+                  ) -> list[str]:
+    "The leads of `x` that are flat (constant to within `ECG_FLAT_MV` over the whole recording)."
+    return [l for l, row in zip(leads, np.asarray(x)) if row.size and float(row.max() - row.min()) < ECG_FLAT_MV]
 
 # %% ../nbs/00_data.ipynb #84541fb2
 def load_mask(path # PNG/JPEG/TIFF, .npy, DICOM or NIfTI mask
@@ -584,22 +842,28 @@ def load_mask(path # PNG/JPEG/TIFF, .npy, DICOM or NIfTI mask
     "A segmentation mask as a boolean array (H, W) (or (n, H, W) for 3-D masks); nonzero means inside."
     p = _check_file(path)
     low = p.name.lower()
-    if low.endswith(".npy"):
-        try: a = np.load(p, allow_pickle=False)
-        except Exception as e: raise DataError(f"cannot read mask ({type(e).__name__}: {e})", p) from None
-    elif low.endswith((".nii", ".nii.gz")): a = np.squeeze(_nifti_frames(p))
-    elif _is_dicom(p): a = _dicom_pixels(_read_dicom(p), p)
-    else:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                a = np.asarray(im)
-                if im.mode in ("RGB", "RGBA", "RGBX", "CMYK"): a = a[..., :3].any(-1)
-                elif im.mode in ("LA", "PA"): a = a[..., 0]
-        except Exception as e: raise DataError(f"cannot decode mask ({type(e).__name__}: {e})", p) from None
-    if a.dtype.kind not in "biuf": raise DataError(f"mask has dtype {a.dtype}; expected numbers", p)
-    if a.ndim not in (2, 3): raise DataError(f"mask has shape {a.shape}; expected (H, W) or (n, H, W)", p)
-    return np.asarray(a != 0)
+    with _decoding(p):
+        if low.endswith(".npy"):
+            try: a = np.load(p, allow_pickle=False)
+            except MemoryError: raise
+            except Exception as e: raise DataError(f"cannot read mask ({type(e).__name__}: {e})", p) from None
+        elif low.endswith((".nii", ".nii.gz")): a = np.squeeze(_nifti_frames(p))
+        elif _is_dicom(p): a = _dicom_pixels(_read_dicom(p), p)
+        else:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    a = np.asarray(im)
+                    if im.mode in ("RGB", "RGBA", "RGBX", "CMYK"): a = a[..., :3].any(-1)
+                    elif im.mode in ("LA", "PA"): a = a[..., 0]
+            except MemoryError: raise
+            except Exception as e: raise DataError(f"cannot decode mask ({type(e).__name__}: {e})", p) from None
+        if a.dtype.kind not in "biuf": raise DataError(f"mask has dtype {a.dtype}; expected numbers", p)
+        if a.ndim not in (2, 3): raise DataError(f"mask has shape {a.shape}; expected (H, W) or (n, H, W)", p)
+        if a.size == 0: raise DataError(f"mask is empty (shape {a.shape})", p)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():  # NaN != 0 would make every NaN pixel foreground
+            raise DataError(f"mask has {int((~np.isfinite(a)).sum())} non-finite values (NaN/inf)", p)
+        return np.asarray(a != 0)
 
 def validate_box(box, # [x1, y1, x2, y2] in pixels
                  image_size:tuple[int, int], # (width, height) of the image, as PIL gives it
@@ -684,28 +948,35 @@ def load_inputs(record:Record, # the sample
     return out
 
 # %% ../nbs/00_data.ipynb #52571dd8
+def _load_or_problem(probs:list, P, field:str, path, load):
+    "`load()`, or `None` with a `Problem` for `field`: its DataError's reason, or the name of any other exception (a loader bug)."
+    try: return load()
+    except DataError as e: probs.append(P(field, f"{e.reason}: {e.path}" if e.path else e.reason))
+    except MemoryError: probs.append(P(field, f"too large to decode (MemoryError: not enough memory): {path}"))
+    except Exception as e:
+        probs.append(P(field, f"unexpected {type(e).__name__} while loading ({_cut(str(e), 120)}); this is a bug in the qoqmed "
+                              f"loader, please report it: {path}"))
+    return None
+
 def _check_media(rec:Record, max_frames:int|None=None) -> list[Problem]:
-    P = lambda f, m: Problem(rec.line, f, m, rec.source)
+    P = lambda f, m, severity="error": Problem(rec.line, f, m, rec.source, severity)
     probs, size = [], None
-    def fail(field, e): probs.append(P(field, f"{e.reason}: {e.path}" if e.path else e.reason))
-    try: build_messages(rec)
-    except DataError as e: probs.append(P("problem", e.reason))
+    _load_or_problem(probs, P, "problem", None, lambda: build_messages(rec))
     for i, f in enumerate(rec.images):
-        try:
-            im = load_image(f)
-            size = size or im.size
-        except DataError as e: fail(f"images[{i}]", e)
+        im = _load_or_problem(probs, P, f"images[{i}]", f, lambda: load_image(f))
+        if im is not None: size = size or im.size
     for i, f in enumerate(rec.videos):
-        try:
-            frames = load_volume(f, max_frames=max_frames)
-            if not frames: probs.append(P(f"videos[{i}]", f"no frames: {f}"))
-            elif not rec.images and size is None: size = frames[0].size
-        except DataError as e: fail(f"videos[{i}]", e)
+        frames = _load_or_problem(probs, P, f"videos[{i}]", f, lambda: load_volume(f, max_frames=max_frames))
+        if frames is not None and not frames: probs.append(P(f"videos[{i}]", f"no frames: {f}"))
+        elif frames and not rec.images and size is None: size = frames[0].size
     for i, f in enumerate(rec.time_series):
-        try:
-            x = load_ecg(f)
-            if x.shape != (len(ECG_LEADS), 2500): probs.append(P(f"time-series[{i}]", f"ECG has shape {x.shape}, expected (8, 2500): {f}"))
-        except DataError as e: fail(f"time-series[{i}]", e)
+        x = _load_or_problem(probs, P, f"time-series[{i}]", f, lambda: load_ecg(f))
+        if x is None: continue
+        if x.shape != (len(ECG_LEADS), 2500): probs.append(P(f"time-series[{i}]", f"ECG has shape {x.shape}, expected (8, 2500): {f}"))
+        elif flat := flat_ecg_leads(x):
+            what = "every lead is flat" if len(flat) == len(ECG_LEADS) else f"lead{'s' if len(flat) > 1 else ''} {', '.join(flat)} flat"
+            probs.append(P(f"time-series[{i}]", f"{what} (peak-to-peak under {ECG_FLAT_MV * 1000:g} µV over 10 s): "
+                                                f"an electrode off or a wrong gain? {f}", "warning"))
     boxes = rec.boxes
     if boxes and not rec.images and not rec.videos: probs.append(P("bbox", "a box is given but the record has no image"))
     elif boxes and size is not None:
@@ -713,12 +984,10 @@ def _check_media(rec:Record, max_frames:int|None=None) -> list[Problem]:
             try: validate_box(b, size)
             except DataError as e: probs.append(P("bbox" if len(boxes) == 1 else f"bbox[{j}]", e.reason))
     if rec.segmentation_path:
-        try:
-            mask = load_mask(rec.segmentation_path)
-            if size is not None and tuple(mask.shape[-2:]) != (size[1], size[0]):
-                probs.append(P("segmentation_path", f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
-                                                    f"{size[0]}x{size[1]}: {rec.segmentation_path}"))
-        except DataError as e: fail("segmentation_path", e)
+        mask = _load_or_problem(probs, P, "segmentation_path", rec.segmentation_path, lambda: load_mask(rec.segmentation_path))
+        if mask is not None and size is not None and tuple(mask.shape[-2:]) != (size[1], size[0]):
+            probs.append(P("segmentation_path", f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                                                f"{size[0]}x{size[1]}: {rec.segmentation_path}"))
     return probs
 
 def validate_record(record:Record, # the sample
@@ -731,9 +1000,7 @@ def validate_jsonl(path, # a CLIMB/QoQ-Med JSONL file
                    root=None, # folder that relative media paths start from (default: the file's folder)
                    max_frames:int|None=None, # frames decoded per 3-D study (default: all)
                   ) -> list[Problem]:
-    "Every problem in a JSONL file, with line numbers; an empty list means the file is good."
-    path = Path(path)
-    if not path.is_file(): return [Problem(None, None, "file not found" if not path.exists() else "not a file", str(path))]
+    "Every problem in a JSONL file, with line numbers; raises `DataError` when the file itself cannot be read."
     probs = []
     for item in iter_jsonl(path, root):
         probs += item.problems

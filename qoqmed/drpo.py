@@ -5,26 +5,30 @@
 # %% ../nbs/04_drpo.ipynb #083a0e5e
 from __future__ import annotations
 import contextlib, math, time, warnings, zlib
-from dataclasses import dataclass, asdict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, asdict, fields
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['cluster_temperature', 'PRESETS', 'grpo_advantages', 'domain_temperature', 'question_features',
+__all__ = ['cluster_temperature', 'PRESETS', 'batch_reward_scale', 'grpo_advantages', 'domain_temperature', 'question_features',
            'single_threaded_sklearn', 'QuestionClusters', 'cluster_questions', 'kl_damping', 'DRPOConfig',
            'reservoir_insert', 'DRPOAdvantage', 'BanditProblem', 'train_bandit']
 
 # %% ../nbs/04_drpo.ipynb #a25ad34f
-def _as_rewards(x, name:str="rewards") -> np.ndarray:
-    "A 1-D finite float64 copy of `x` (list, numpy or torch); a clear error otherwise."
+def _as_rewards(x, name:str="rewards", allow_nan:bool=False) -> np.ndarray:
+    "A 1-D float64 copy of `x` (list, numpy or torch), finite or (with `allow_nan`) NaN; a clear error otherwise."
     if isinstance(x, torch.Tensor): x = x.detach().to("cpu", torch.float64).numpy()
     a = np.asarray(x, dtype=np.float64).reshape(-1) if np.ndim(x) <= 1 else None
     if a is None: raise ValueError(f"{name}: expected a 1-D sequence of numbers, got shape {np.shape(x)}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} value(s) are NaN or infinite (first at index {int(np.flatnonzero(~np.isfinite(a))[0])})")
-    if len(a) and np.abs(a).max() > 1e100:      # beyond this, squares overflow float64; no reward or KL is that large
-        raise ValueError(f"{name}: |value| up to {np.abs(a).max():.3g} exceeds 1e100; rescale it")
+    bad = np.isinf(a) if allow_nan else ~np.isfinite(a)
+    if bad.any():
+        what = "infinite (NaN marks an unscorable rollout; inf is an error)" if allow_nan else "NaN or infinite"
+        raise ValueError(f"{name}: {int(bad.sum())} value(s) are {what} (first at index {int(np.flatnonzero(bad)[0])})")
+    big = np.abs(a[~np.isnan(a)]) if allow_nan else np.abs(a)
+    if len(big) and big.max() > 1e100:      # beyond this, squares overflow float64; no reward or KL is that large
+        raise ValueError(f"{name}: |value| up to {big.max():.3g} exceeds 1e100; rescale it")
     return a
 
 def _codes(ids, n:int, name:str) -> tuple[np.ndarray, list]:
@@ -34,8 +38,18 @@ def _codes(ids, n:int, name:str) -> tuple[np.ndarray, list]:
     ids = list(ids)
     if len(ids) != n: raise ValueError(f"{name}: has {len(ids)} entries but rewards has {n}")
     table: dict = {}
-    codes = np.fromiter((table.setdefault(i, len(table)) for i in ids), dtype=np.int64, count=n)
+    try: codes = np.fromiter((table.setdefault(i, len(table)) for i in ids), dtype=np.int64, count=n)
+    except TypeError:
+        i = next((j for j, x in enumerate(ids) if not isinstance(x, Hashable) or _unhashable(x)), None)
+        if i is None: raise
+        raise ValueError(f"{name}: the id at index {i} is a {type(ids[i]).__name__}, which is not hashable; "
+                         f"use str, int or tuple ids (e.g. tuple(id))") from None
     return codes, list(table)
+
+def _unhashable(x) -> bool:
+    "True when hash(x) raises (a tuple holding a list passes isinstance(x, Hashable) but cannot be hashed)."
+    try: hash(x); return False
+    except TypeError: return True
 
 # %% ../nbs/04_drpo.ipynb #70863736
 def _group_normalise(rewards:np.ndarray, codes:np.ndarray, names:list, eps:float) -> tuple[np.ndarray, np.ndarray]:
@@ -50,14 +64,48 @@ def _group_normalise(rewards:np.ndarray, codes:np.ndarray, names:list, eps:float
     std = np.sqrt(np.bincount(codes, dev * dev, G) / (sizes - 1))
     return dev / (std[codes] + eps), sizes
 
-def grpo_advantages(rewards, # one reward per rollout (list, numpy or torch)
+def batch_reward_scale(rewards:np.ndarray, # the rewards of the rollouts that count (no NaN)
+                      ) -> float:
+    "σ, the batch's reward scale: its largest |reward|, or 1 when every reward is 0 (then every advantage is 0 anyway)."
+    m = float(np.abs(rewards).max()) if len(rewards) else 0.0
+    return m if m > 0 else 1.0
+
+# %% ../nbs/04_drpo.ipynb #d9078c31
+def _check_group_sizes(codes:np.ndarray, names:list):
+    "A clear error when some group has a single rollout (scored or not)."
+    sizes = np.bincount(codes, minlength=len(names))
+    if (sizes < 2).any():
+        g = int(np.flatnonzero(sizes < 2)[0])
+        raise ValueError(f"group_ids: group {names[g]!r} has 1 rollout; GRPO/DRPO normalise within a group and need at least 2 rollouts per group (num_generations >= 2)")
+
+def _counted(rewards:np.ndarray, codes:np.ndarray, G:int) -> np.ndarray:
+    "The rollouts that count: scored (not NaN) and in a group with at least 2 scored rollouts."
+    scored = ~np.isnan(rewards)
+    if scored.all(): return scored
+    return scored & (np.bincount(codes, scored, G)[codes] >= 2)
+
+def _recode(codes:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "A subset's codes renumbered 0..k-1 by first appearance (as `_codes` numbers them), and the original code of each."
+    uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), np.int64); rank[order] = np.arange(len(uniq))
+    return rank[inverse], uniq[order]
+
+def grpo_advantages(rewards, # one reward per rollout (list, numpy or torch); NaN = unscorable
                     group_ids, # the question (prompt) each rollout answers; any hashable ids
-                    eps:float=1e-6, # added to each group's std
-                   ) -> torch.Tensor: # float32 advantages, same length as `rewards`
-    "GRPO's group-normalised advantage (paper Eq. 1): (r - mean_group)/(std_group + eps), unbiased std."
-    r = _as_rewards(rewards)
+                    eps:float=1e-6, # added to each group's std, in units of the batch's reward scale
+                   ) -> torch.Tensor: # float32 advantages, same length as `rewards`; 0 where the rollout does not count
+    "GRPO's group-normalised advantage (paper Eq. 1), (r - mean_group)/(std_group + ε·σ), over the scored rollouts."
+    r = _as_rewards(rewards, allow_nan=True)
     codes, names = _codes(group_ids, len(r), "group_ids")
-    return torch.as_tensor(_group_normalise(r, codes, names, eps)[0], dtype=torch.float32)
+    _check_group_sizes(codes, names)
+    keep = _counted(r, codes, len(names))
+    if keep.all(): return torch.as_tensor(_group_normalise(r / batch_reward_scale(r), codes, names, eps)[0], dtype=torch.float32)
+    out = np.zeros(len(r))
+    if keep.any():
+        sub, orig = _recode(codes[keep])
+        out[keep] = _group_normalise(r[keep] / batch_reward_scale(r[keep]), sub, [names[g] for g in orig], eps)[0]
+    return torch.as_tensor(out, dtype=torch.float32)
 
 # %% ../nbs/04_drpo.ipynb #77667a7b
 def domain_temperature(questions_seen:float, # N_d: questions of the domain seen so far
@@ -68,6 +116,21 @@ def domain_temperature(questions_seen:float, # N_d: questions of the domain seen
     return max(math.sqrt(questions_seen) * mean_reward, eps)
 
 cluster_temperature = domain_temperature
+
+# %% ../nbs/04_drpo.ipynb #075770bf
+def _check_nonnegative(rewards:np.ndarray, # the batch's rewards (NaN = unscorable, ignored)
+                       dcodes:np.ndarray, # domain code of each rollout
+                       dnames:list, # the domain names
+                      ):
+    "A clear error naming each domain with a negative reward: the temperatures read the mean reward as difficulty."
+    neg = rewards < 0                                   # NaN compares False
+    if not neg.any(): return
+    lowest = np.full(len(dnames), np.inf); np.minimum.at(lowest, dcodes[neg], rewards[neg])
+    bad = sorted((dnames[d], float(lowest[d])) for d in np.flatnonzero(lowest < 0))
+    listed = ", ".join(f"{name!r} (smallest reward {m:.4g})" for name, m in bad)
+    raise ValueError(f"rewards: domain{'s' if len(bad) > 1 else ''} {listed} {'have' if len(bad) > 1 else 'has'} negative rewards; "
+                     "DRPO's temperatures read a domain's mean reward as its difficulty and need rewards >= 0. "
+                     "Shift the reward to be >= 0 (e.g. (r + 1) / 2 for rewards in [-1, 1]), or use algo 'grpo' (no temperatures), which accepts negative rewards")
 
 # %% ../nbs/04_drpo.ipynb #24d15d0e
 def question_features(rewards:np.ndarray, # rewards of the rollouts, float
@@ -161,7 +224,7 @@ PRESETS = {
 @dataclass
 class DRPOConfig:
     "Switches and constants of the DRPO advantage; `DRPOConfig.preset(name)` gives the paper's ablations."
-    eps: float = 1e-6 # ε: added to group and batch stds, floor of T_d, T_c and t
+    eps: float = 1e-6 # ε, relative to the reward scale σ: added to group and batch stds, floor of T_d/σ, T_c/σ and t
     domain_scaling: bool = True # divide by the domain temperature T_d
     cluster_scaling: bool = True # divide by the cluster temperature T_c
     kl_damping: bool = True # multiply by m = t/(|s|·KL + t) when a KL is given
@@ -172,6 +235,13 @@ class DRPOConfig:
     history_size: int|None = 1024 # per domain: exact reclustering of all questions up to this many, a uniform reservoir of this size beyond; None = always exact
     kmeans_init: str = "quantile" # "quantile" (deterministic, no RNG, cheaper) or "k-means++" (the official code's)
     seed: int = 0 # KMeans random_state and reservoir hash seed
+    reward_scale: float|None = None # σ: None = the largest |reward| seen so far (scale-free); a number pins σ (1.0: ε in absolute reward units, as before)
+    feature_dim: int|None = None # length of a question's feature vector; None = the first batch's first group size (num_generations), scored or not
+
+    @property
+    def temperatures(self) -> bool:
+        "Whether any temperature divides the advantages (then rewards must be >= 0)."
+        return self.domain_scaling or self.cluster_scaling
 
     def __post_init__(self):
         if not self.eps > 0: raise ValueError(f"DRPOConfig.eps: must be > 0, got {self.eps}")
@@ -180,6 +250,10 @@ class DRPOConfig:
         if self.domain_mean not in ("paper", "reference"): raise ValueError(f"DRPOConfig.domain_mean: 'paper' or 'reference', got {self.domain_mean!r}")
         if self.kmeans_init not in ("quantile", "k-means++"): raise ValueError(f"DRPOConfig.kmeans_init: 'quantile' or 'k-means++', got {self.kmeans_init!r}")
         if self.history_size is not None and self.history_size < 2: raise ValueError(f"DRPOConfig.history_size: must be >= 2 or None, got {self.history_size}")
+        if self.reward_scale is not None and not (isinstance(self.reward_scale, (int, float)) and math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise ValueError(f"DRPOConfig.reward_scale: must be a finite number > 0 or None, got {self.reward_scale!r}")
+        if self.feature_dim is not None and not (isinstance(self.feature_dim, (int, np.integer)) and not isinstance(self.feature_dim, bool) and self.feature_dim >= 1):
+            raise ValueError(f"DRPOConfig.feature_dim: must be an int >= 1 or None, got {self.feature_dim!r}")
 
     @classmethod
     def preset(cls, name:str, # one of PRESETS: grpo, drpo, drpo_domain_only, drpo_nokl, drpo_reference
@@ -221,7 +295,7 @@ def reservoir_insert(buffer:np.ndarray, # (m, dim) current sample, m <= size
 # %% ../nbs/04_drpo.ipynb #218adede
 def _domain_key(seed:int, domain:str) -> int:
     "A 64-bit hash key from the seed and the domain name, the same in every process."
-    return (zlib.crc32(domain.encode()) << 32 | (seed & 0xFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
+    return (zlib.crc32(domain.encode()) << 32 | (int(seed) & 0xFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF   # int(): a numpy seed would overflow
 
 class DRPOAdvantage:
     "Stateful DRPO advantage (paper Eq. 1-3): call it once per step on the gathered batch."
@@ -232,22 +306,22 @@ class DRPOAdvantage:
 
     def reset(self):
         "Forget the history."
-        self.steps, self.feature_dim, self.domains, self.last_stats = 0, None, {}, {}
+        self.steps, self.feature_dim, self.domains, self.last_stats, self.reward_max = 0, None, {}, {}, 0.0
 
-    def __call__(self, rewards, # one reward per rollout
+    def __call__(self, rewards, # one reward per rollout; NaN = unscorable (advantage 0, left out of every statistic)
                  group_ids, # question id of each rollout (any hashable)
                  domains, # domain name of each rollout (str)
-                 kl=None, # each rollout's summed KL to the reference policy, or None (no damping)
+                 kl=None, # each rollout's summed KL to the reference policy (NaN allowed where the reward is NaN), or None (no damping)
                  return_stats:bool=False, # also return the step's statistics
                 ):
         "The DRPO advantage of each rollout, as a float32 tensor; updates the history."
         cfg = self.config
-        r = _as_rewards(rewards)
+        r = _as_rewards(rewards, allow_nan=True)
         n = len(r)
         if n == 0: raise ValueError("rewards: empty batch")
         codes, names = _codes(group_ids, n, "group_ids")
         dcodes, dnames = _codes([str(d) for d in (domains.tolist() if isinstance(domains, (np.ndarray, torch.Tensor)) else domains)], n, "domains")
-        s, sizes = _group_normalise(r, codes, names, cfg.eps)
+        _check_group_sizes(codes, names)
         G = len(names)
         first = np.full(G, n, np.int64); np.minimum.at(first, codes, np.arange(n))
         qdom = dcodes[first]                                       # domain of each question
@@ -255,14 +329,51 @@ class DRPOAdvantage:
             i = int(np.flatnonzero(qdom[codes] != dcodes)[0])
             raise ValueError(f"domains: group {names[codes[i]]!r} mixes domains {dnames[qdom[codes[i]]]!r} and {dnames[dcodes[i]]!r}")
         if kl is not None and cfg.kl_damping:
-            kl = _as_rewards(kl, "kl")
+            kl = _as_rewards(kl, "kl", allow_nan=True)
             if len(kl) != n: raise ValueError(f"kl: has {len(kl)} entries but rewards has {n}")
-        if self.feature_dim is None: self.feature_dim = int(sizes[0])
+            bad = np.isnan(kl) & ~np.isnan(r)
+            if bad.any(): raise ValueError(f"kl: NaN at index {int(np.flatnonzero(bad)[0])}, a scored rollout; KL may be NaN only where the reward is NaN (unscorable)")
+        else: kl = None
+        if cfg.temperatures: _check_nonnegative(r, dcodes, dnames)
+        keep = _counted(r, codes, G)
+        first_size = int((codes == 0).sum())                       # rollouts of the batch's first question, scored or not
+        if keep.all():
+            adv, scale, stats, t, std, sigma = self._advantages(r, codes, names, dcodes, dnames, kl, first_size)
+        else:                                                      # the batch of the rollouts that count, then 0 elsewhere
+            adv, scale, stats, t, std, sigma = np.zeros(n), np.zeros(n), {}, None, 0.0, None
+            if keep.any():
+                idx = np.flatnonzero(keep)
+                (qc, qorig), (dc, dorig) = _recode(codes[idx]), _recode(dcodes[idx])
+                a, sc, stats, t, std, sigma = self._advantages(r[idx], qc, [names[g] for g in qorig], dc, [dnames[d] for d in dorig],
+                                                               None if kl is None else kl[idx], first_size)
+                adv[idx], scale[idx] = a, sc
+            for d, name in enumerate(dnames):
+                info = stats.setdefault(name, dict(questions_seen=self.domains.get(name, {}).get("questions", 0), questions_in_batch=0, mean_abs_scale=0.0))
+                info["unscored_rollouts"] = int(((~keep) & (dcodes == d)).sum())
+        self.steps += 1
+        self.last_stats = dict(step=self.steps, batch_std=std, damping_threshold=t, reward_scale=sigma,
+                               unscored_rollouts=int(n - keep.sum()), domains=stats)
+        out = torch.as_tensor(adv, dtype=torch.float32)
+        if isinstance(rewards, torch.Tensor): out = out.to(rewards.device)
+        return (out, self.last_stats) if return_stats else out
+
+    def _advantages(self, r, codes, names, dcodes, dnames, kl, first_size):
+        "The step on a checked batch whose every rollout counts: (advantages, scale on s, stats per domain, t, batch std, σ)."
+        cfg = self.config
+        n = len(r)
+        if cfg.reward_scale is None:                              # σ: the largest |reward| that has counted so far, this batch's included
+            self.reward_max = max(self.reward_max, float(np.abs(r).max()))
+            sigma = self.reward_max if self.reward_max > 0 else 1.0
+        else: sigma = float(cfg.reward_scale)
+        s, sizes = _group_normalise(r / sigma, codes, names, cfg.eps)
+        G = len(names)
+        first = np.full(G, n, np.int64); np.minimum.at(first, codes, np.arange(n))
+        qdom = dcodes[first]                                       # domain of each question
+        if self.feature_dim is None: self.feature_dim = cfg.feature_dim or first_size   # fixed by the first batch: its first group's size
         feats = question_features(r, codes, self.feature_dim)
-        qmean = np.bincount(codes, r, G) / sizes
         need_clusters = cfg.cluster_scaling or (cfg.domain_scaling and cfg.domain_mean == "reference")
 
-        T_d, T_c = np.ones(G), np.ones(G)
+        T_d, T_c = np.ones(G), np.ones(G)                          # in units of σ
         stats = {}
         with single_threaded_sklearn():
             for d in sorted(set(qdom.tolist()), key=lambda j: dnames[j]):
@@ -276,26 +387,27 @@ class DRPOAdvantage:
                                   else reservoir_insert(st["features"], feats[q], seen, H, _domain_key(cfg.seed, name)))
                 N_d, exact = st["questions"], H is None or st["questions"] <= H
                 info = dict(questions_seen=N_d, exact=exact, questions_in_batch=len(q))
-                if need_clusters:
-                    cl = cluster_questions(st["features"], cfg.max_clusters, cfg.elbow_tol, cfg.seed, cfg.kmeans_init)
+                if need_clusters:                                  # K-means is scale-equivariant: cluster the features in units of σ
+                    X = st["features"] if sigma == 1.0 else st["features"] / sigma
+                    cl = cluster_questions(X, cfg.max_clusters, cfg.elbow_tol, cfg.seed, cfg.kmeans_init)
                     if exact: lab = cl.labels[-len(q):]
-                    else: lab = ((feats[q][:, None, :] - cl.centers[None]) ** 2).sum(-1).argmin(1)
+                    else: lab = ((feats[q][:, None, :] / sigma - cl.centers[None]) ** 2).sum(-1).argmin(1)
                     counts = np.bincount(cl.labels, minlength=cl.k) * (N_d / len(st["features"]))
                     mu_c = cl.centers.mean(1)
                     T_c[q] = [cluster_temperature(counts[j], mu_c[j], cfg.eps) for j in lab] if cfg.cluster_scaling else 1.0
-                    info.update(clusters=cl.k, cluster_sizes=counts.tolist(), cluster_means=mu_c.tolist())
+                    info.update(clusters=cl.k, cluster_sizes=counts.tolist(), cluster_means=(mu_c * sigma).tolist())
                 if cfg.domain_mean == "reference" and need_clusters:
                     w = np.where(counts > 0, 1.0 / np.maximum(counts, 1e-12), 0.0)   # empty clusters carry no weight
                     mu_d = float((w * mu_c).sum() / w.sum())
-                else: mu_d = st["reward_sum"] / st["rollouts"]
-                info.update(mean_reward=mu_d)
+                else: mu_d = st["reward_sum"] / st["rollouts"] / sigma
+                info.update(mean_reward=mu_d * sigma)
                 if cfg.domain_scaling:
-                    T_d[q] = domain_temperature(N_d, mu_d, cfg.eps); info.update(domain_temperature=float(T_d[q[0]]))
+                    T_d[q] = domain_temperature(N_d, mu_d, cfg.eps); info.update(domain_temperature=float(T_d[q[0]]) * sigma)
                 stats[name] = info
         scale = 1.0 / (T_d * T_c)[codes]                          # per rollout
         scaled = s * scale
         t = None
-        if kl is not None and cfg.kl_damping:
+        if kl is not None:
             m, t = kl_damping(scaled, kl, cfg.kl_quantile, cfg.eps)
             scaled, scale = scaled * m, scale * m
         std = float(scaled.std(ddof=1)) if n > 1 else 0.0
@@ -303,26 +415,88 @@ class DRPOAdvantage:
         scale = scale / (std + cfg.eps)
         for d, name in enumerate(dnames):
             stats[name]["mean_abs_scale"] = float(np.abs(scale[dcodes == d]).mean())
-        self.steps += 1
-        self.last_stats = dict(step=self.steps, batch_std=std, damping_threshold=t, domains=stats)
-        out = torch.as_tensor(adv, dtype=torch.float32)
-        if isinstance(rewards, torch.Tensor): out = out.to(rewards.device)
-        return (out, self.last_stats) if return_stats else out
+            stats[name]["unscored_rollouts"] = 0
+        return adv, scale, stats, t, std, sigma
 
     def state_dict(self) -> dict:
-        "Everything needed to continue exactly: counts, sums and each domain's question features."
-        return dict(version=1, config=asdict(self.config), steps=self.steps, feature_dim=self.feature_dim,
-                    domains={k: dict(questions=v["questions"], rollouts=v["rollouts"], reward_sum=v["reward_sum"],
-                                     features=torch.from_numpy(v["features"].copy())) for k, v in self.domains.items()})
+        "Everything needed to continue exactly, as plain numbers, strings, dicts and tensors (safe for torch.load(weights_only=True))."
+        return dict(version=1, config={k: _plain(v) for k, v in asdict(self.config).items()}, steps=int(self.steps), reward_max=float(self.reward_max),
+                    feature_dim=None if self.feature_dim is None else int(self.feature_dim),
+                    domains={str(k): dict(questions=int(v["questions"]), rollouts=int(v["rollouts"]), reward_sum=float(v["reward_sum"]),
+                                          features=torch.from_numpy(np.array(v["features"], dtype=np.float64))) for k, v in self.domains.items()})
 
-    def load_state_dict(self, state:dict # from `state_dict`
+    def load_state_dict(self, state:dict # from `state_dict` (e.g. through torch.load(..., weights_only=True))
                        ):
-        "Restore the history saved by `state_dict` (the config stays the one this object was built with)."
-        if state.get("version") != 1: raise ValueError(f"DRPOAdvantage.load_state_dict: unknown state version {state.get('version')!r}")
-        self.steps, self.feature_dim = int(state["steps"]), state["feature_dim"]
-        self.domains = {k: dict(questions=int(v["questions"]), rollouts=int(v["rollouts"]), reward_sum=float(v["reward_sum"]),
-                                features=np.asarray(v["features"], dtype=np.float64).copy()) for k, v in state["domains"].items()}
+        "Restore the history saved by `state_dict`, after checking it fits this estimator's config (a clear ValueError if not)."
+        self.steps, self.feature_dim, self.domains, self.reward_max = _validated_state(state, self.config)
         self.last_stats = {}
+
+def _plain(v):
+    "A config value as a plain Python value (numpy scalars to int/float/bool)."
+    return v.item() if isinstance(v, np.generic) else v
+
+# %% ../nbs/04_drpo.ipynb #f51352a6
+_STATE_KEYS = ("version", "config", "steps", "feature_dim", "domains")
+_DOMAIN_KEYS = ("questions", "rollouts", "reward_sum", "features")
+_HISTORY_FIELDS = ("history_size", "seed")     # config fields that decide what the stored history is
+
+def _count(value, what:str) -> int:
+    "A non-negative integer read from a state, or a clear error."
+    try: v = int(value)
+    except (TypeError, ValueError, RuntimeError): v = None
+    if v is None or isinstance(value, bool) or v != value or v < 0:
+        raise ValueError(f"DRPOAdvantage.load_state_dict: {what} must be a non-negative integer, got {value!r}")
+    return v
+
+def _validated_state(state, # a dict from `DRPOAdvantage.state_dict`
+                     config:DRPOConfig, # the config of the estimator that loads it
+                    ) -> tuple[int, int|None, dict, float]: # (steps, feature_dim, domains, reward_max) ready to use
+    "A saved state checked to be whole and to fit `config`; a ValueError naming what is wrong otherwise."
+    where = "DRPOAdvantage.load_state_dict"
+    if not isinstance(state, Mapping): raise ValueError(f"{where}: expected the dict of DRPOAdvantage.state_dict(), got {type(state).__name__}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing: raise ValueError(f"{where}: the state is missing keys {missing}; a state from DRPOAdvantage.state_dict() has {list(_STATE_KEYS)}")
+    if state["version"] != 1: raise ValueError(f"{where}: unknown state version {state['version']!r} (this code reads version 1)")
+    saved = state["config"]
+    if not isinstance(saved, Mapping): raise ValueError(f"{where}: config must be a dict (DRPOConfig as a dict), got {type(saved).__name__}")
+    defaults = {f.name: f.default for f in fields(DRPOConfig)}
+    for key in _HISTORY_FIELDS:
+        if saved.get(key, defaults[key]) != getattr(config, key):
+            raise ValueError(f"{where}: config mismatch: the state was saved with {key}={saved.get(key, defaults[key])!r}, this estimator has "
+                             f"{key}={getattr(config, key)!r}; build the estimator with the saved config, DRPOConfig(**state['config'])")
+    steps, dim, domains = _count(state["steps"], "steps"), state["feature_dim"], state["domains"]
+    try: reward_max = float(state.get("reward_max", 0.0))           # absent in states saved before it existed: rebuilt from new batches
+    except (TypeError, ValueError, RuntimeError): reward_max = -1.0
+    if not (math.isfinite(reward_max) and reward_max >= 0): raise ValueError(f"{where}: reward_max must be a finite number >= 0, got {state.get('reward_max')!r}")
+    if not isinstance(domains, Mapping): raise ValueError(f"{where}: domains must be a dict of domain name -> history, got {type(domains).__name__}")
+    if dim is None and domains: raise ValueError(f"{where}: feature_dim is None but {len(domains)} domain(s) have a history")
+    if dim is not None:
+        dim = _count(dim, "feature_dim")
+        if dim < 1: raise ValueError(f"{where}: feature_dim must be >= 1, got {dim}")
+        if config.feature_dim is not None and dim != config.feature_dim:
+            raise ValueError(f"{where}: config mismatch: the state's question features have dim {dim}, this estimator's config.feature_dim is {config.feature_dim}")
+    H, out = config.history_size, {}
+    for name, v in domains.items():
+        at = f"{where}: domain {name!r}"
+        if not isinstance(v, Mapping): raise ValueError(f"{at}: expected a dict with keys {list(_DOMAIN_KEYS)}, got {type(v).__name__}")
+        missing = [k for k in _DOMAIN_KEYS if k not in v]
+        if missing: raise ValueError(f"{at}: missing keys {missing} (a domain's history has {list(_DOMAIN_KEYS)})")
+        q, n = _count(v["questions"], f"domain {name!r}: questions"), _count(v["rollouts"], f"domain {name!r}: rollouts")
+        if n < 2 * q: raise ValueError(f"{at}: {n} rollouts for {q} questions; every question counted has at least 2 rollouts")
+        try: total = float(v["reward_sum"])
+        except (TypeError, ValueError, RuntimeError): raise ValueError(f"{at}: reward_sum must be a number, got {v['reward_sum']!r}") from None
+        if not math.isfinite(total): raise ValueError(f"{at}: reward_sum is {total}")
+        if config.temperatures and total < 0:
+            raise ValueError(f"{at}: reward_sum {total:.4g} < 0, but this estimator divides by temperatures and needs rewards >= 0 (was the state saved by a run with negative rewards and algo 'grpo'?)")
+        f = v["features"]
+        try: X = np.array(f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else f, dtype=np.float64)
+        except (TypeError, ValueError): raise ValueError(f"{at}: features must be a 2-D array of numbers, got {type(f).__name__}") from None
+        rows = q if H is None else min(q, H)
+        if X.shape != (rows, dim):
+            raise ValueError(f"{at}: features have shape {tuple(X.shape)}, expected ({rows}, {dim}) = (min(questions, history_size), feature_dim)")
+        if not np.isfinite(X).all(): raise ValueError(f"{at}: features hold NaN or infinite values")
+        out[str(name)] = dict(questions=q, rollouts=n, reward_sum=total, features=X)
+    return steps, dim, out, reward_max
 
 # %% ../nbs/04_drpo.ipynb #17accf2a
 @dataclass

@@ -29,7 +29,8 @@ __all__ = ['QWEN25_VL_CHAT_TEMPLATE', 'QOQMED_CHAT_TEMPLATE', 'QWEN25_ADDED_TOKE
            'add_time_series_token', 'QoQMedConfig', 'check_time_series', 'check_qoqmed_inputs',
            'mm_token_type_ids_from_input_ids', 'QoQMedModel', 'suppress_placeholder_tokens',
            'QoQMedForConditionalGeneration', 'QoQMedProcessor', 'tiny_qoqmed_config', 'tiny_image_processor',
-           'tiny_qoqmed', 'qoqmed_7b_config', 'parameter_groups', 'freeze_for_stage', 'trainable_table']
+           'tiny_qoqmed', 'qoqmed_7b_config', 'parameter_groups', 'freeze_for_stage', 'trainable_table',
+           'save_tiny_qwen']
 
 # %% ../nbs/02_model.ipynb #ceee7ee2
 QWEN25_VL_CHAT_TEMPLATE = ( # Qwen2.5-VL-7B-Instruct's chat_template.json, verbatim
@@ -555,3 +556,16 @@ def trainable_table(model:nn.Module) -> list:
     "Rows (group, parameters, trainable) for each parameter group."
     return [(g, sum(p.numel() for p in ps.values()), sum(p.numel() for p in ps.values() if p.requires_grad))
             for g, ps in parameter_groups(model).items()]
+
+# %% ../nbs/02_model.ipynb #7ff47bfc
+def save_tiny_qwen(folder, # where to write the Qwen2.5-VL folder
+                   seed:int=1, # seeds the random weights
+                  ) -> Qwen2_5_VLForConditionalGeneration:
+    "Save a tiny random Qwen2.5-VL folder (weights, tokenizer without the ECG token, image processor): a stand-in for Qwen2.5-VL-7B-Instruct."
+    from transformers import Qwen2_5_VLConfig
+    tiny = tiny_qoqmed_config()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        qwen = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=tiny.text_config.to_dict(), vision_config=tiny.vision_config.to_dict()))
+    qwen.save_pretrained(folder); build_qwen25_tokenizer(time_series_token=False).save_pretrained(folder); tiny_image_processor().save_pretrained(folder)
+    return qwen

@@ -11,15 +11,16 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['MAX_JSON_CHARS', 'MAX_BOXES', 'MAX_FENCED_BLOCKS', 'QWEN25_VL_MIN_PIXELS', 'QWEN25_VL_MAX_PIXELS', 'QWEN25_VL_FACTOR',
-           'REFERENCE_MIN_PIXELS', 'REFERENCE_MAX_PIXELS', 'PAPER_WEIGHTS', 'REFERENCE_WEIGHTS', 'COMPONENTS',
-           'MASK_CACHE_SIZE', 'PAPER_REWARD_FUNCS', 'PAPER_REWARD_WEIGHTS', 'REFERENCE_REWARD_FUNCS',
-           'REFERENCE_REWARD_WEIGHTS', 'parse_reasoning', 'parse_boxed', 'is_proper_box', 'ParsedCompletion',
-           'parse_completion', 'normalize_label', 'split_labels', 'label_set', 'accuracy_reward', 'MaskIntegral',
-           'model_input_size', 'boxes_to_original', 'boxes_to_model', 'processor_pixels', 'box_iou', 'iou_reward',
-           'format_reward', 'length_reward', 'aux_reward', 'combine', 'clinical_reward', 'completion_text',
-           'mask_integral_from_path', 'accuracy_reward_func', 'iou_reward_func', 'aux_reward_func',
-           'format_reward_func', 'length_reward_func', 'clinical_reward_func', 'renormalized_total']
+__all__ = ['MAX_JSON_CHARS', 'MAX_BOXES', 'MAX_FENCED_BLOCKS', 'MAX_COMPLETION_CHARS', 'HEAD_CHARS', 'TAIL_CHARS',
+           'QWEN25_VL_MIN_PIXELS', 'QWEN25_VL_MAX_PIXELS', 'QWEN25_VL_FACTOR', 'REFERENCE_MIN_PIXELS',
+           'REFERENCE_MAX_PIXELS', 'PAPER_WEIGHTS', 'REFERENCE_WEIGHTS', 'COMPONENTS', 'MASK_CACHE_SIZE',
+           'PAPER_REWARD_FUNCS', 'PAPER_REWARD_WEIGHTS', 'REFERENCE_REWARD_FUNCS', 'REFERENCE_REWARD_WEIGHTS',
+           'parse_reasoning', 'parse_boxed', 'is_proper_box', 'ParsedCompletion', 'parse_completion', 'normalize_label',
+           'split_labels', 'label_set', 'accuracy_reward', 'MaskIntegral', 'model_input_size', 'boxes_to_original',
+           'boxes_to_model', 'processor_pixels', 'box_iou', 'iou_reward', 'format_reward', 'length_reward',
+           'aux_reward', 'combine', 'clinical_reward', 'completion_text', 'mask_integral_from_path',
+           'accuracy_reward_func', 'iou_reward_func', 'aux_reward_func', 'format_reward_func', 'length_reward_func',
+           'clinical_reward_func', 'renormalized_total']
 
 # %% ../nbs/03_rewards.ipynb #dc92f79b
 def parse_reasoning(text:str, # a completion
@@ -143,6 +144,10 @@ def _box_items(value) -> list|None:
     return None
 
 # %% ../nbs/03_rewards.ipynb #55b39f4e
+MAX_COMPLETION_CHARS = 65_536  # longer completions are "over-long": only their head and tail are parsed
+HEAD_CHARS = 49_152            # an over-long completion's first characters read (think block, JSON boxes)
+TAIL_CHARS = 16_384            # an over-long completion's last characters read (the final \boxed{} answer)
+
 @dataclass
 class ParsedCompletion:
     "What a completion says: its reasoning, boxes and final answer, and how well-formed each part is."
@@ -153,6 +158,7 @@ class ParsedCompletion:
     n_answers: int = 0           # top-level complete \boxed{…} answers
     json_status: str = "absent"  # absent | strict | tolerant | invalid | too_large | not_boxes
     n_items: int = 0             # items read from the box list (kept or not)
+    over_long: bool = False      # longer than MAX_COMPLETION_CHARS: only its head and tail were parsed
 
 def _read_boxes(value, p:ParsedCompletion) -> bool:
     "Fill p's boxes from parsed JSON; False if the value is not shaped like a box list."
@@ -169,18 +175,32 @@ def _read_boxes(value, p:ParsedCompletion) -> bool:
         boxes.append(box); labels.append(label if type(label) is str else None)
     return True
 
-def parse_completion(text:str, # a model completion (plain text)
-                    ) -> ParsedCompletion:
-    "Reasoning, boxes and the last boxed answer of a completion; never raises."
-    if type(text) is not str: text = "" if text is None else str(text)
-    answer, n_answers = parse_boxed(text)
-    p = ParsedCompletion(parse_reasoning(text), [], [], answer, n_answers)
+def _read_fenced(text:str, p:ParsedCompletion):
+    "Boxes and json_status from the first fenced block of `text` that parses into a box list."
     for body in _fenced_blocks(text):
         value, status = _load_json(body)
         if status == "strict" or status == "tolerant":
             if _read_boxes(value, p): p.json_status = status; break
             p.json_status = "not_boxes"; continue
         if p.json_status == "absent": p.json_status = status
+
+def _parse_over_long(text:str) -> ParsedCompletion:
+    "An over-long completion from its head (reasoning, boxes) and tail (answer), never reading more than both."
+    head, tail = text[:HEAD_CHARS], text[-TAIL_CHARS:]
+    answer, n_answers = parse_boxed(tail)
+    head_answer, head_answers = parse_boxed(head)
+    p = ParsedCompletion(parse_reasoning(head), [], [], head_answer if answer is None else answer, n_answers + head_answers, over_long=True)
+    _read_fenced(head, p)
+    return p
+
+def parse_completion(text:str, # a model completion (plain text)
+                    ) -> ParsedCompletion:
+    "Reasoning, boxes and the last boxed answer of a completion; never raises, never reads more than MAX_COMPLETION_CHARS."
+    if type(text) is not str: text = "" if text is None else str(text)
+    if len(text) > MAX_COMPLETION_CHARS: return _parse_over_long(text)
+    answer, n_answers = parse_boxed(text)
+    p = ParsedCompletion(parse_reasoning(text), [], [], answer, n_answers)
+    _read_fenced(text, p)
     return p
 
 # %% ../nbs/03_rewards.ipynb #13f4c8ce
@@ -446,8 +466,9 @@ def _parsed(text) -> ParsedCompletion:
 
 def format_reward(text:str|ParsedCompletion, # a completion or its parse
                  ) -> float:
-    "Mean of three checks: non-empty reasoning, a JSON list of proper boxes, exactly one boxed answer."
+    "Mean of three checks: non-empty reasoning, a JSON list of proper boxes, exactly one boxed answer; 0 when over-long."
     p = _parsed(text)
+    if p.over_long: return 0.0   # longer than MAX_COMPLETION_CHARS: not a well-formed completion
     reasoning = 1.0 if p.reasoning else 0.0
     if p.json_status in ("strict", "tolerant"):
         boxes = 1.0 if p.n_items == 0 else sum(map(is_proper_box, p.boxes)) / p.n_items
@@ -460,8 +481,9 @@ def length_reward(text:str|ParsedCompletion, # a completion or its parse
                   *, min_chars:int=600, # reasoning reaches full score at this many characters
                   max_chars:int=6000, # ...keeps it up to this many, then decays to 0 at twice this
                  ) -> float:
-    "Reasoning length score: linear up to min_chars, 1 until max_chars, linear down to 0 at 2 * max_chars."
+    "Reasoning length score: linear up to min_chars, 1 until max_chars, linear down to 0 at 2 * max_chars; 0 when over-long."
     p = _parsed(text)
+    if p.over_long: return 0.0   # longer than MAX_COMPLETION_CHARS: a runaway generation, whatever its think block
     n = len(p.reasoning) if p.reasoning else 0
     if n < min_chars: return n / min_chars
     if n <= max_chars: return 1.0

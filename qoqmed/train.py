@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_trainer.ipynb #326631ee
 from __future__ import annotations
-import copy, csv, functools, json, logging, math, os, time, warnings
+import copy, csv, dataclasses, functools, json, logging, math, os, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,19 +23,27 @@ import qoqmed.rewards as rewards
 logger = logging.getLogger("qoqmed.train")
 
 # %% auto #0
-__all__ = ['logger', 'ALGOS', 'STAGES', 'REWARD_PRESETS', 'MEDIA_TYPES', 'DRPO_STATE_NAME', 'COMPLETE_MARKER', 'LORA_TARGETS',
+__all__ = ['logger', 'ALGOS', 'STAGES', 'REWARD_PRESETS', 'MEDIA_TYPES', 'DRPO_STATE_NAME', 'GENERATION_CYCLE_NAME',
+           'COMPLETE_MARKER', 'CHECKPOINT_FORMAT', 'LORA_TARGETS', 'INITIAL_DIR', 'INITIAL_MARKER', 'ConfigError',
            'QoQMedGRPOConfig', 'to_trl_prompt', 'SkippedSample', 'build_trl_dataset', 'load_media_item', 'strip_media',
-           'encode_prompt', 'collate_media', 'default_reward_funcs', 'check_vllm_data', 'apply_stage',
-           'QoQMedGRPOTrainer', 'completion_logps', 'rollout_kl', 'atomic_torch_save', 'atomic_write_text',
-           'last_complete_checkpoint', 'load_checkpoint_weights', 'tiny_run_config', 'toy_text_reward',
-           'MetricsFileCallback', 'metrics_to_csv', 'plot_by_domain', 'QuietProgressCallback', 'run_demo',
-           'qlora_quantization_config', 'lora_config', 'prepare_qlora_model', 'load_qoqmed', 'load_run_config',
-           'build_from_config', 'train_from_config', 'train_main']
+           'encode_prompt', 'collate_media', 'default_reward_funcs', 'check_vllm_data', 'reference_source',
+           'build_reference_model', 'apply_stage', 'QoQMedGRPOTrainer', 'completion_logps', 'rollout_kl',
+           'atomic_torch_save', 'atomic_write_text', 'file_checksum', 'checkpoint_manifest', 'CheckpointError',
+           'UnsafeCheckpointError', 'pickle_globals', 'unsafe_globals', 'check_checkpoint_safe', 'checkpoint_problems',
+           'last_complete_checkpoint', 'find_resume_checkpoint', 'verify_resume_checkpoint', 'prune_checkpoints',
+           'safe_torch_load', 'load_checkpoint_weights', 'truncate_jsonl_steps', 'main_process_decides',
+           'tiny_run_config', 'toy_text_reward', 'MetricsFileCallback', 'metrics_to_csv', 'plot_by_domain',
+           'QuietProgressCallback', 'run_demo', 'qlora_quantization_config', 'lora_config', 'prepare_qlora_model',
+           'load_qoqmed', 'load_run_config', 'build_from_config', 'save_initial_model', 'resolve_run_checkpoint',
+           'train_from_config', 'train_main']
 
 # %% ../nbs/05_trainer.ipynb #0e2067c5
 ALGOS = ("grpo",) + tuple(k for k in PRESETS if k != "grpo")   # grpo, drpo, drpo_domain_only, drpo_nokl, drpo_reference
 STAGES = ("stage1", "stage2")
 REWARD_PRESETS = ("paper", "reference")
+
+class ConfigError(ValueError):
+    "A run config or trainer option that cannot work; the message names the field and the reason."
 
 @dataclass
 class QoQMedGRPOConfig(GRPOConfig):
@@ -55,9 +63,10 @@ class QoQMedGRPOConfig(GRPOConfig):
     max_frames: int = field(default=8, metadata={"help": "Frames sampled evenly from each 3-D study."})
     completions_trace: bool = field(default=True, metadata={"help": "Append every rollout (question, completion, rewards, advantage, domain) to `<output_dir>/completions.jsonl` on the main process."})
     beta: float = field(default=0.01, metadata={"help": "KL coefficient (TRL's). > 0 builds the reference policy that DRPO's KL damping needs; 0 turns the damping off unless a PEFT adapter is trained."})
+    checkpoint_checksums: bool = field(default=True, metadata={"help": "Record an xxh3 checksum of every checkpoint file in its completion marker and verify it on resume (a damaged checkpoint is then skipped). False: sizes and safetensors structure only (for huge checkpoints on slow disks)."})
 
     def __post_init__(self):
-        def bad(name, why): raise ValueError(f"QoQMedGRPOConfig.{name}: {why}")
+        def bad(name, why): raise ConfigError(f"QoQMedGRPOConfig.{name}: {why}")
         if self.algo not in ALGOS: bad("algo", f"{self.algo!r} is not one of {ALGOS}")
         if self.stage is not None and self.stage not in STAGES: bad("stage", f"{self.stage!r} is not one of {STAGES} or None")
         if self.reward_preset not in REWARD_PRESETS: bad("reward_preset", f"{self.reward_preset!r} is not one of {REWARD_PRESETS}")
@@ -68,11 +77,19 @@ class QoQMedGRPOConfig(GRPOConfig):
         if self.reward_weights is None:
             self.reward_weights = list(rewards.PAPER_REWARD_WEIGHTS if self.reward_preset == "paper" else rewards.REFERENCE_REWARD_WEIGHTS)
         super().__post_init__()
+        if self.algo != "grpo":   # DRPO replaces TRL's advantage: TRL's options for it would be accepted and silently do nothing
+            if self.scale_rewards != "group":
+                bad("scale_rewards", f"{self.scale_rewards!r} has no effect under algo={self.algo!r}: DRPO normalises within each "
+                    "question group and over the batch itself; leave it at 'group', or use algo='grpo' for TRL's scaling")
+            if self.multi_objective_aggregation != "sum_then_normalize":
+                bad("multi_objective_aggregation", f"{self.multi_objective_aggregation!r} has no effect under algo={self.algo!r}: DRPO "
+                    "scores each rollout by the weighted sum of its rewards; leave it at 'sum_then_normalize', or use algo='grpo'")
 
     def drpo_config(self) -> DRPOConfig:
         "The `qoqmed.drpo.DRPOConfig` that `algo` and the `drpo_*` fields describe."
         over = dict(eps=self.drpo_eps, kl_quantile=self.drpo_kl_quantile, max_clusters=self.drpo_max_clusters,
-                    elbow_tol=self.drpo_elbow_tol, history_size=self.drpo_history_size, seed=self.drpo_seed)
+                    elbow_tol=self.drpo_elbow_tol, history_size=self.drpo_history_size, seed=self.drpo_seed,
+                    feature_dim=self.num_generations)   # one reward per rollout of a question, even when some are unscorable
         if self.algo == "drpo_reference": over.pop("max_clusters")
         if self.drpo_domain_mean is not None: over["domain_mean"] = self.drpo_domain_mean
         return DRPOConfig.preset(self.algo, **over)
@@ -140,8 +157,9 @@ def build_trl_dataset(source, # a JSONL path, or a list of `qoqmed.data.Record`
     rows, skipped = [], []
     for i, rec in enumerate(records):
         try: prompt, size = _check_record(rec, check, max_frames)
-        except (DataError, OSError, ValueError) as e:
-            s = SkippedSample(i, rec.id, f"{rec.source}:{rec.line}" if rec.source else None, str(e))
+        except Exception as e:   # DataError for bad input; anything else is a loader bug, which must not end the run either
+            s = SkippedSample(i, rec.id, f"{rec.source}:{rec.line}" if rec.source else None,
+                              str(e) if isinstance(e, DataError) else f"unexpected {type(e).__name__} (a loader bug): {e}")
             logger.warning("qoqmed: skipping sample %s (%s): %s", rec.id or i, s.source or "in memory", s.reason)
             skipped.append(s); continue
         boxes = rec.boxes
@@ -237,10 +255,30 @@ def _is_peft(model) -> bool:
         return isinstance(model, PeftModel)
     except ImportError: return False
 
-def _loadable(model) -> bool:
-    "Whether TRL could rebuild this model from `config._name_or_path` (a local folder with a config)."
+def reference_source(model) -> str|None:
+    "The saved QoQ-Med folder the model was loaded from (`config._name_or_path` with `model_type` qoqmed), or None."
     p = getattr(model.config, "_name_or_path", "") or ""
-    return bool(p) and (Path(p) / "config.json").is_file()
+    cfg = Path(p) / "config.json" if p else None
+    if cfg is None or not cfg.is_file(): return None
+    try: model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, OSError): return None
+    return p if model_type == "qoqmed" else None
+
+def build_reference_model(model, # the policy, before training
+                         ):
+    "A frozen QoQ-Med reference with the policy's starting weights: reloaded from its QoQ-Med folder, or copied in memory."
+    source = reference_source(model)
+    if source is not None:
+        from qoqmed.model import QoQMedForConditionalGeneration
+        ref = QoQMedForConditionalGeneration.from_pretrained(source, dtype=model.dtype, attn_implementation=model.config._attn_implementation)
+    else:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        if is_deepspeed_zero3_enabled():
+            raise ConfigError("beta > 0 under DeepSpeed ZeRO-3 needs the reference model rebuilt from a saved QoQ-Med folder, and this "
+                              "model was not loaded from one: save it (`model.save_pretrained(DIR)`) and load it with "
+                              "`QoQMedForConditionalGeneration.from_pretrained(DIR)` (train_from_config does this for `model.qwen`)")
+        ref = copy.deepcopy(model)
+    return ref.eval().requires_grad_(False)
 
 def apply_stage(model, # a QoQ-Med model (or a PEFT wrapper of one)
                 stage:str|None, # "stage1", "stage2" or None
@@ -268,16 +306,17 @@ class QoQMedGRPOTrainer(GRPOTrainer):
         apply_stage(model, args.stage, args.freeze_vision)
         check_vllm_data(args, train_dataset)
         if reward_funcs is None: reward_funcs = default_reward_funcs(args.reward_preset, processing_class)
-        ref_copy = None   # see the text above: TRL 1.16.0 can only reload a reference from a path
-        if args.beta != 0.0 and not _is_peft(model) and kwargs.get("peft_config") is None and not _loadable(model):
-            ref_copy = copy.deepcopy(model).eval().requires_grad_(False)
-            beta, args.beta = args.beta, 0.0
+        ref = None   # see the text above: the reference is ours, never TRL's reload by architecture name
+        if args.beta != 0.0 and not _is_peft(model) and kwargs.get("peft_config") is None:
+            ref = build_reference_model(model)
+            (beta, args.beta), (sync, args.sync_ref_model) = (args.beta, 0.0), (args.sync_ref_model, False)
         try:
             super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                              processing_class=processing_class, **kwargs)
         finally:
-            if ref_copy is not None: args.beta = beta
-        if ref_copy is not None: self._install_reference(ref_copy)
+            if ref is not None: args.beta, args.sync_ref_model = beta, sync
+        if ref is not None: self._install_reference(ref)
+        self.add_callback(_TraceCut(self))   # a resumed run's trace is an uninterrupted run's (see `train`)
         self.drpo = None if args.algo == "grpo" else DRPOAdvantage(args.drpo_config())
         self._media_rows = None     # per-sample media of the batch in flight (read by `_get_per_token_logps_and_entropies`)
         self._bad_local = None      # per-sample load failures of the local generation batch
@@ -296,6 +335,9 @@ class QoQMedGRPOTrainer(GRPOTrainer):
         elif self.is_fsdp_enabled: ref = prepare_fsdp(ref, self.accelerator)
         else: ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
         self.ref_model = ref
+        if self.args.sync_ref_model:   # TRL's option, set up as TRL does
+            from trl.trainer.callbacks import SyncRefModelCallback
+            self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
 # %% ../nbs/05_trainer.ipynb #3fc57ea5
 @patch
@@ -318,9 +360,17 @@ def _tokenize_prompts(self:QoQMedGRPOTrainer, prompts:list):
     fields = collate_media([e["media"] for e in encs])
     fields["mm_token_type_ids"] = [e["mm_token_type_ids"] for e in encs]
     images = None
-    if self.use_vllm:   # vLLM takes token ids + PIL images (image-only data: see `check_vllm_data`); untested here, no vLLM on CPU
-        images = [e["images"] or None for e in encs]   # the images encode_prompt already loaded
+    if self.use_vllm:   # vLLM takes token ids + PIL images (image-only data: see `check_vllm_data`)
+        images = [e["images"] or None for e in encs]   # the images encode_prompt already loaded; None for a text-only prompt
+        if all(i is None for i in images): images = None
     return [e["input_ids"] for e in encs], images, fields
+
+@patch
+def _generate(self:QoQMedGRPOTrainer, prompts:list):
+    "TRL's generation; the images it hands back are dropped when our media rows carry them (TRL would process them again)."
+    out = GRPOTrainer._generate(self, prompts)
+    if self._media_rows is not None: out = (*out[:6], None, *out[7:])
+    return out
 
 # %% ../nbs/05_trainer.ipynb #2eee49bb
 def _fused_head_is_compact(device) -> bool:
@@ -430,14 +480,9 @@ def _apply_drpo(self:QoQMedGRPOTrainer, output:dict, domains:list):
     "Replace TRL's advantages in `output` by DRPO's on the global batch; return (advantages, DRPO statistics)."
     device, G = self.accelerator.device, self.num_generations
     rpf = self._last_rewards_per_func
-    r = (rpf * self.reward_weights.to(device).unsqueeze(0)).nansum(1)
     unscorable = torch.isnan(rpf).all(1)
+    r = (rpf * self.reward_weights.to(device).unsqueeze(0)).nansum(1).masked_fill(unscorable, torch.nan)   # NaN: left out by DRPO
     groups = torch.arange(len(r), device=device) // G
-    if unscorable.any():   # unscorable rollouts take their group's mean (s = 0); fully unscorable questions sit out
-        r = r.masked_fill(unscorable, torch.nan)
-        r = torch.where(unscorable, torch.nan_to_num(torch.nanmean(r.view(-1, G), 1), nan=0.0)[groups], r)
-    keep_q = ~unscorable.view(-1, G).all(1)
-    keep = keep_q[groups]
     kl = None
     if self.drpo.config.kl_damping:
         ref, policy = self._reference_and_policy_logps(output)
@@ -452,14 +497,8 @@ def _apply_drpo(self:QoQMedGRPOTrainer, output:dict, domains:list):
     m = self._metrics["train"]
     m["drpo/kl_damping_active"].append(float(kl is not None))
     if kl is not None: m["drpo/rollout_kl_mean"].append(kl.mean().item())
-    adv = torch.zeros(len(r), dtype=torch.float32)
-    stats = {}
-    if keep.any():
-        idx = keep.nonzero().squeeze(1).cpu()
-        a, stats = self.drpo(r[keep].cpu(), groups[keep].cpu(), [domains[i] for i in idx.tolist()],
-                             kl=None if kl is None else kl[keep].cpu(), return_stats=True)
-        adv[idx] = a
-    adv[unscorable.cpu()] = 0.0
+    if unscorable.all(): adv, stats = torch.zeros(len(r)), {}   # nothing to learn from this batch
+    else: adv, stats = self.drpo(r.cpu(), groups.cpu(), domains, kl=None if kl is None else kl.cpu(), return_stats=True)
     adv = adv.to(device)
     n, rank = output["advantages"].size(0), self.accelerator.process_index
     output["advantages"] = adv[rank * n:(rank + 1) * n].to(output["advantages"].dtype)
@@ -529,7 +568,9 @@ def _generate_and_score_completions(self:QoQMedGRPOTrainer, inputs):
 
 # %% ../nbs/05_trainer.ipynb #b2edf4cd
 DRPO_STATE_NAME = "drpo_state.pt"
+GENERATION_CYCLE_NAME = "generation_cycle_rank{rank}.pt"   # per process: TRL's micro-step counter and the rollouts of the cycle in flight
 COMPLETE_MARKER = "qoqmed_checkpoint_complete.json"
+CHECKPOINT_FORMAT = 2   # 1: marker without a manifest (qoqmed ≤ 0.1.0); 2: marker with sizes and checksums
 
 def atomic_torch_save(obj, path):
     "`torch.save` to a temporary file next to `path`, fsync, then `os.replace`: the file is whole or absent."
@@ -544,25 +585,218 @@ def atomic_write_text(path, text:str):
     with open(tmp, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
+# %% ../nbs/05_trainer.ipynb #2fc79bbe
+def file_checksum(path, # the file
+                  chunk_bytes:int=8 << 20, # read this much at a time
+                 ) -> str:
+    "The xxh3-64 checksum of a file, as 16 hex digits."
+    import xxhash
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes): h.update(block)
+    return h.hexdigest()
+
+def checkpoint_manifest(folder, # a checkpoint folder
+                        checksums:bool=True, # also checksum every file (else sizes only)
+                       ) -> dict:
+    "`{relative path: {bytes, xxh3_64}}` of every file in a checkpoint folder but the marker and temporary files."
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER and not p.name.endswith(".tmp"))
+    return {p.relative_to(folder).as_posix(): dict(bytes=p.stat().st_size, **({"xxh3_64": file_checksum(p)} if checksums else {}))
+            for p in files}
+
+# %% ../nbs/05_trainer.ipynb #2a417388
+class CheckpointError(RuntimeError):
+    "A checkpoint that cannot be resumed from: damaged, incomplete or unsafe; the message names the file."
+
+class UnsafeCheckpointError(CheckpointError):
+    "A checkpoint file that would execute code when loaded."
+
+_NUMPY_SAFE = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype"}
+_PICKLE_SAFE_PREFIXES = ("torch.distributed.checkpoint.", "collections.OrderedDict", "torch.Size", "torch._utils._rebuild",
+                         "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.bytearray")
+_NOT_LOADED_ON_RESUME = {"training_args.bin"}   # transformers' pickled TrainingArguments: written, never read back
+
+def _is_safe_global(name:str) -> bool:
+    if name in _NUMPY_SAFE or name.startswith("numpy.dtypes.") : return True
+    if name.startswith("torch.") and name.split(".")[-1] in {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32",
+                                                              "int64", "uint8", "bool", "complex64", "complex128"}: return True
+    return name.startswith(_PICKLE_SAFE_PREFIXES)
+
+def pickle_globals(data:bytes) -> set[str]:
+    "Every `module.name` a pickle would import (GLOBAL, STACK_GLOBAL, INST), found without unpickling it."
+    import pickletools
+    found, strings, memo = set(), [], {}
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+            strings.append(str(arg))
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            if strings: memo[arg if op.name != "MEMOIZE" else len(memo)] = strings[-1]
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            if arg in memo: strings.append(memo[arg])
+        elif op.name in ("GLOBAL", "INST"): found.add(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.add(f"{strings[-2]}.{strings[-1]}" if len(strings) >= 2 else "<unresolved STACK_GLOBAL>")
+    return found
+
+def unsafe_globals(path, # a pickle or torch.save file
+                   engine:bool=False, # a DeepSpeed engine file (`global_stepN/`): DeepSpeed's own classes are allowed too
+                  ) -> list[str]:
+    "The functions and classes loading this file would import beyond torch's `weights_only` allow-list (empty: safe)."
+    import zipfile
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path): names = set(get_unsafe_globals_in_checkpoint(str(path)))
+        else: names = pickle_globals(path.read_bytes())
+    except Exception as e: raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    return sorted(n for n in names if not (_is_safe_global(n) or (engine and n.startswith("deepspeed."))))
+
+def _pickle_files(folder:Path) -> list[Path]:
+    "The files of a checkpoint that a resume may unpickle."
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _NOT_LOADED_ON_RESUME and
+                  (p.suffix in (".pt", ".pth", ".bin", ".pkl") or p.name == ".metadata"))
+
+def check_checkpoint_safe(folder, # a checkpoint folder
+                         ):
+    "Raise `UnsafeCheckpointError` naming the file and the functions if any pickle in the folder would run code when loaded."
+    folder = Path(folder)
+    for p in _pickle_files(folder):
+        bad = unsafe_globals(p, engine=any(part.startswith("global_step") for part in p.relative_to(folder).parts[:-1]))
+        if bad: raise UnsafeCheckpointError(
+            f"{p}: loading this file would call {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''} — code, not data. qoqmed loads "
+            "checkpoints without executing code and refuses this one: it was not written by qoqmed or transformers, or it was "
+            "tampered with. Resume from another checkpoint, or delete this one if you did not expect it.")
+
+# %% ../nbs/05_trainer.ipynb #9d2aae9d
+def _safetensors_problem(path:Path) -> str|None:
+    "Why a .safetensors file is not whole (its header's byte count against its size), or None."
+    import struct
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if n > size: return f"header length {n} exceeds the file size {size} (truncated or not safetensors)"
+            header = json.loads(f.read(n))
+        end = max([v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] or [0])
+    except Exception as e: return f"unreadable safetensors header ({type(e).__name__}: {e})"
+    if 8 + n + end != size: return f"{size} bytes, but its header describes {8 + n + end} (truncated?)"
+    return None
+
+def checkpoint_problems(folder, # a checkpoint folder
+                        checksums:bool=True, # verify checksums where the marker has them (else sizes and structure only)
+                       ) -> list[str]:
+    "Why a checkpoint folder cannot be resumed from, one line per damaged or missing file; empty when it is intact."
+    folder = Path(folder)
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file(): return [f"{folder}: no {COMPLETE_MARKER}: the save was cut off before it finished"]
+    try: info = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: return [f"{marker}: unreadable completion marker ({e})"]
+    problems = []
+    for rel, want in (info.get("files") or {}).items():
+        p = folder / rel
+        if not p.is_file(): problems.append(f"{p}: missing (listed in the marker)"); continue
+        size = p.stat().st_size
+        if size != want.get("bytes"): problems.append(f"{p}: {size} bytes, the marker says {want.get('bytes')} (truncated or overwritten)")
+        elif checksums and want.get("xxh3_64") and file_checksum(p) != want["xxh3_64"]:
+            problems.append(f"{p}: checksum {file_checksum(p)} differs from the marker's {want['xxh3_64']} (the file is damaged)")
+    for p in sorted(folder.rglob("*.safetensors")):
+        why = _safetensors_problem(p)
+        if why and not any(s.startswith(f"{p}:") for s in problems): problems.append(f"{p}: {why}")
+    return problems
+
+# %% ../nbs/05_trainer.ipynb #28f25659
+def _checkpoints(output_dir) -> list[Path]:
+    "The `checkpoint-N` folders of a run, newest (largest N) first."
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir(): return []
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
 def last_complete_checkpoint(output_dir, # a run folder
                             ) -> str|None:
-    "The newest `checkpoint-N` in `output_dir` that carries the completion marker, or None."
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir(): return None
-    done = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / COMPLETE_MARKER).is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    "The newest `checkpoint-N` in `output_dir` that carries the completion marker, or None (not verified: see `find_resume_checkpoint`)."
+    return next((str(p) for p in _checkpoints(output_dir) if (p / COMPLETE_MARKER).is_file()), None)
 
+def find_resume_checkpoint(output_dir, # a run folder
+                           checksums:bool=True, # verify the checksums of the marker's manifest
+                          ) -> str|None:
+    "The newest complete, intact and safe checkpoint of a run; damaged ones are skipped with a warning naming the file."
+    for p in _checkpoints(output_dir):
+        if not (p / COMPLETE_MARKER).is_file(): continue   # an interrupted save: never complete, nothing to report
+        problems = checkpoint_problems(p, checksums)
+        if problems:
+            logger.warning("qoqmed: checkpoint %s is DAMAGED and will not be resumed from:\n  %s\n  trying the next older checkpoint",
+                           p, "\n  ".join(problems))
+            continue
+        check_checkpoint_safe(p)
+        return str(p)
+    return None
+
+def verify_resume_checkpoint(path, # the checkpoint a user asked for
+                             checksums:bool=True, # verify checksums
+                            ) -> str:
+    "The checkpoint if it is complete, intact and safe; else a `CheckpointError` naming what is wrong (no fallback: it was asked for)."
+    path = Path(path)
+    if not path.is_dir(): raise CheckpointError(f"{path}: no such checkpoint folder")
+    problems = checkpoint_problems(path, checksums)
+    if problems: raise CheckpointError(f"{path} cannot be resumed from:\n  " + "\n  ".join(problems))
+    check_checkpoint_safe(path)
+    return str(path)
+
+# %% ../nbs/05_trainer.ipynb #97bc3d95
+def prune_checkpoints(output_dir, # the run folder
+                      limit:int|None, # complete checkpoints to keep (`save_total_limit`); None keeps all
+                      keep:Sequence=(), # folders never removed (the one just written, the best one)
+                     ) -> list[str]:
+    "Delete old checkpoints beyond `limit`, complete ones oldest first; returns what was removed."
+    import shutil
+    if not limit or limit < 1: return []
+    keep = {Path(k).resolve() for k in keep if k}
+    folders = _checkpoints(output_dir)
+    complete = [p for p in folders if (p / COMPLETE_MARKER).is_file()]
+    doomed = [p for p in folders if p not in complete] + complete[limit:]
+    removed = []
+    for p in sorted(doomed, key=lambda p: int(p.name.split("-")[-1])):
+        if p.resolve() in keep: continue
+        shutil.rmtree(p, ignore_errors=True); removed.append(p.name)
+        logger.info("qoqmed: removed old checkpoint %s (save_total_limit=%s)", p, limit)
+    return removed
+
+# %% ../nbs/05_trainer.ipynb #f07e606e
 @patch
 def _save_checkpoint(self:QoQMedGRPOTrainer, model, trial):
-    "TRL's checkpoint, plus `drpo_state.pt` and the completion marker, both written atomically."
+    "TRL's checkpoint, plus `drpo_state.pt` and the manifest marker, written atomically; old checkpoints pruned after."
+    import shutil
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-    GRPOTrainer._save_checkpoint(self, model, trial)
-    folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+    run_dir = Path(self._get_output_dir(trial=trial))
+    folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+    if self.args.should_save and folder.exists(): shutil.rmtree(folder)   # a stale attempt at this step (see above)
+    self.accelerator.wait_for_everyone()
+    limit, self.args.save_total_limit = self.args.save_total_limit, None  # transformers would rotate before the marker exists
+    try: GRPOTrainer._save_checkpoint(self, model, trial)
+    finally: self.args.save_total_limit = limit
     if self.args.should_save and self.drpo is not None: atomic_torch_save(self.drpo.state_dict(), folder / DRPO_STATE_NAME)
+    atomic_torch_save(self._generation_cycle_state(), folder / GENERATION_CYCLE_NAME.format(rank=self.accelerator.process_index))
     self.accelerator.wait_for_everyone()
     if self.args.should_save:
-        atomic_write_text(folder / COMPLETE_MARKER, json.dumps(dict(global_step=self.state.global_step, algo=self.args.algo,
-                                                                    drpo_state=self.drpo is not None)))
+        atomic_write_text(folder / COMPLETE_MARKER, json.dumps(dict(
+            format=CHECKPOINT_FORMAT, global_step=self.state.global_step, algo=self.args.algo, drpo_state=self.drpo is not None,
+            files=checkpoint_manifest(folder, checksums=self.args.checkpoint_checksums)), indent=1))
+        prune_checkpoints(run_dir, limit, keep=[folder, self.state.best_model_checkpoint])
+    self.accelerator.wait_for_everyone()
+
+# %% ../nbs/05_trainer.ipynb #e59c0371
+def safe_torch_load(path, # a torch.save file
+                   ):
+    "`torch.load(weights_only=True)`: tensors and plain containers only; a `CheckpointError` naming the file otherwise."
+    try: return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        bad = []
+        try: bad = unsafe_globals(path)
+        except CheckpointError: pass
+        if bad: raise UnsafeCheckpointError(f"{path}: loading this file would call {', '.join(bad[:5])}; refused (see check_checkpoint_safe)") from None
+        raise CheckpointError(f"{path}: cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 def load_checkpoint_weights(model, # the live model (not PEFT-wrapped)
                             folder, # a `save_pretrained` / checkpoint folder
@@ -579,7 +813,9 @@ def load_checkpoint_weights(model, # the live model (not PEFT-wrapped)
         raise NotImplementedError(f"{type(model).__name__}: checkpoint conversions other than renaming are not supported here")
     state = {}
     for f in files:
-        for k, v in safetensors.torch.load_file(str(f), device="cpu").items(): state[apply_renamings(k, transforms)] = v
+        try: tensors = safetensors.torch.load_file(str(f), device="cpu")
+        except Exception as e: raise CheckpointError(f"{f}: cannot be read ({type(e).__name__}: {e})") from None
+        for k, v in tensors.items(): state[apply_renamings(k, transforms)] = v
     result = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in result.missing_keys if k not in tied]
@@ -599,12 +835,101 @@ def _load_from_checkpoint(self:QoQMedGRPOTrainer, resume_from_checkpoint, model=
 
 @patch
 def _load_optimizer_and_scheduler(self:QoQMedGRPOTrainer, checkpoint):
-    "TRL's restore, plus the DRPO history from `drpo_state.pt`."
+    "TRL's restore, the DRPO history from `drpo_state.pt` (read safely on the main process, broadcast to all), and the generation cycle."
+    from accelerate.utils import broadcast_object_list
     GRPOTrainer._load_optimizer_and_scheduler(self, checkpoint)
-    if checkpoint is None or self.drpo is None: return
-    path = Path(checkpoint) / DRPO_STATE_NAME
-    if path.is_file(): self.drpo.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    else: logger.warning("qoqmed: %s has no %s; the DRPO history starts afresh", checkpoint, DRPO_STATE_NAME)
+    if checkpoint is None: return
+    if self.drpo is not None:
+        path = Path(checkpoint) / DRPO_STATE_NAME
+        box = [None]
+        if self.accelerator.is_main_process:
+            if path.is_file(): box[0] = safe_torch_load(path)
+            else: logger.warning("qoqmed: %s has no %s; the DRPO history starts afresh", checkpoint, DRPO_STATE_NAME)
+        if self.accelerator.num_processes > 1: broadcast_object_list(box, from_process=0)
+        if box[0] is not None: self.drpo.load_state_dict(box[0])
+    self._restore_generation_cycle(checkpoint)
+
+# %% ../nbs/05_trainer.ipynb #53b760a5
+def _to_device(x, device):
+    "Tensors inside nested dicts, lists and tuples moved to `device`."
+    if isinstance(x, torch.Tensor): return x.to(device)
+    if isinstance(x, dict): return {k: _to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(_to_device(v, device) for v in x)
+    return x
+
+@patch
+def _generation_cycle_state(self:QoQMedGRPOTrainer) -> dict:
+    "TRL's micro-step counter, and the buffered rollouts when the checkpoint falls inside a generation cycle."
+    generate_every = self.args.steps_per_generation * self.num_iterations
+    mid_cycle = self._step % generate_every != 0 and self._buffered_inputs is not None
+    return dict(version=1, step=self._step, generate_every=generate_every, num_processes=self.accelerator.num_processes,
+                buffered=_to_device(self._buffered_inputs, "cpu") if mid_cycle else None)
+
+@patch
+def _restore_generation_cycle(self:QoQMedGRPOTrainer, checkpoint):
+    "Put TRL's micro-step counter and the buffered rollouts back as they were at the checkpoint."
+    path = Path(checkpoint) / GENERATION_CYCLE_NAME.format(rank=self.accelerator.process_index)
+    generate_every = self.args.steps_per_generation * self.num_iterations
+    state = safe_torch_load(path) if path.is_file() else None
+    if state is not None and (state.get("generate_every") != generate_every or state.get("num_processes") != self.accelerator.num_processes):
+        logger.warning("qoqmed: %s was written with another schedule or number of processes; not restoring its generation cycle", path)
+        state = None
+    if state is None:
+        if self.state.global_step * self.args.gradient_accumulation_steps % generate_every:
+            logger.warning("qoqmed: %s falls inside a generation cycle but has no %s; the cycle in flight is generated again, so "
+                           "this resume is not exact", checkpoint, path.name)
+        return
+    self._step = int(state["step"])
+    self._buffered_inputs = _to_device(state["buffered"], self.accelerator.device)
+
+# %% ../nbs/05_trainer.ipynb #cc299ce4
+def truncate_jsonl_steps(path, # a JSONL log with a `step` in each row
+                         max_step:int, # keep rows with step <= this
+                        ) -> int:
+    "Drop the rows of a step log beyond `max_step` (a resumed run redoes them), atomically; returns the rows dropped."
+    path = Path(path)
+    if not path.is_file(): return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try: step = json.loads(line).get("step")
+        except (ValueError, AttributeError): step = None   # a line cut off by the kill
+        if step is None and line.strip(): dropped += 1; continue
+        if step is not None and step > max_step: dropped += 1; continue
+        keep.append(line if line.endswith("\n") else line + "\n")
+    if dropped: atomic_write_text(path, "".join(keep))
+    return dropped
+
+class _TraceCut(TrainerCallback):
+    "At the start of training, cut `completions.jsonl` back to the (resumed) step."
+    def __init__(self, trainer): self.trainer = trainer
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero: truncate_jsonl_steps(Path(args.output_dir) / "completions.jsonl", state.global_step)
+
+def main_process_decides(fn, # the decision: a function of nothing
+                         state, # an accelerate `PartialState` or `Accelerator`
+                        ):
+    "Run `fn` on the main process and give its result (or its exception) to every process."
+    from accelerate.utils import broadcast_object_list
+    box = [None]
+    if state.is_main_process:
+        try: box[0] = fn()
+        except Exception as e: box[0] = e
+    if state.num_processes > 1: broadcast_object_list(box, from_process=0)
+    if isinstance(box[0], Exception): raise box[0]
+    return box[0]
+
+@patch
+def train(self:QoQMedGRPOTrainer, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+    "transformers' `train`, resuming only from a complete, intact and safe checkpoint."
+    if resume_from_checkpoint not in (None, False) and resume_from_checkpoint != getattr(self, "_verified_checkpoint", None):
+        def decide():
+            if resume_from_checkpoint is not True: return verify_resume_checkpoint(resume_from_checkpoint, self.args.checkpoint_checksums)
+            found = find_resume_checkpoint(self.args.output_dir, self.args.checkpoint_checksums)
+            if found is None: raise CheckpointError(f"{self.args.output_dir}: no complete, intact checkpoint to resume from")
+            return found
+        resume_from_checkpoint = main_process_decides(decide, self.accelerator)
+    if resume_from_checkpoint: logger.warning("qoqmed: resuming from %s", resume_from_checkpoint)
+    return GRPOTrainer.train(self, resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
 # %% ../nbs/05_trainer.ipynb #62af5ea7
 def tiny_run_config(output_dir, # where checkpoints and logs go
@@ -625,8 +950,10 @@ def toy_text_reward(prompts:list, completions:list, **kwargs) -> list[float]:
 
 # %% ../nbs/05_trainer.ipynb #bd1a4b80
 class MetricsFileCallback(TrainerCallback):
-    "Append every log of the main process to `metrics.jsonl` in a folder (and rewrite `metrics.csv` at the end)."
+    "Append every log of the main process to `metrics.jsonl` in a folder (cut back to the step a run resumes at; `metrics.csv` at the end)."
     def __init__(self, folder): self.folder = Path(folder)
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero: truncate_jsonl_steps(self.folder / "metrics.jsonl", state.global_step)
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs: return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -687,17 +1014,28 @@ def run_demo(out_dir="qoqmed-demo", # the run folder
              algo:str="drpo", # any of ALGOS
              progress:bool=True, # show the progress bar
              verbose:bool=True, # print where everything is
+             resume:bool=False, # continue the demo in `out_dir` from its last intact checkpoint
+             save_steps:int=1, # write a checkpoint every this many steps
             ) -> dict:
-    "Train the tiny QoQ-Med with DRPO on the demo data on the CPU; write metrics, plots, trace and checkpoint."
+    "Train the tiny QoQ-Med with DRPO on the demo data on the CPU; write metrics, plots, trace and checkpoints; resumable."
+    import shutil
     from qoqmed.model import tiny_qoqmed
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "completions.jsonl"): (out / stale).unlink(missing_ok=True)
+    ckpt = find_resume_checkpoint(out) if resume else None
+    if resume and ckpt is None and verbose: print(f"qoqmed demo: nothing to resume in {out}; starting a new demo")
+    if ckpt is None:   # a new demo: what an earlier one left here goes
+        stale = [p for p in (*out.glob("checkpoint-*"), *(out / n for n in ("metrics.jsonl", "metrics.csv", "completions.jsonl",
+                 "reward_by_domain.png", "temperature_by_domain.png", "final"))) if p.exists()]
+        for p in stale: shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if stale and verbose: print(f"qoqmed demo: starting over in {out} (removed the previous demo's {len(stale)} files and folders; "
+                                    "`--resume` continues a demo instead)")
+    elif verbose: print(f"qoqmed demo: resuming from {ckpt}")
     t0 = time.time()
     model, processor = tiny_qoqmed(seed=seed)
     ds, skipped = build_trl_dataset(DEMO_DATA)
     funcs = default_reward_funcs("paper", processor) + [toy_text_reward]
     args = tiny_run_config(out, steps=steps, algo=algo, seed=seed, reward_weights=list(rewards.PAPER_REWARD_WEIGHTS) + [1.0],
-                           save_strategy="steps", save_steps=steps, save_total_limit=2, disable_tqdm=True)
+                           save_strategy="steps", save_steps=save_steps, save_total_limit=2, disable_tqdm=True)
     callbacks = [MetricsFileCallback(out)] + ([QuietProgressCallback()] if progress else [])
     trainer = QoQMedGRPOTrainer(model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=processor, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
@@ -708,7 +1046,8 @@ def run_demo(out_dir="qoqmed-demo", # the run folder
     try:
         with warnings.catch_warnings():   # library deprecation notices are not the user's business here
             warnings.simplefilter("ignore", DeprecationWarning); warnings.simplefilter("ignore", FutureWarning)
-            trainer.train()
+            trainer._verified_checkpoint = ckpt
+            trainer.train(resume_from_checkpoint=ckpt)
         trainer.save_model(str(out / "final")); processor.save_pretrained(str(out / "final"))
     finally:
         if bars: hf_logging.enable_progress_bar()
@@ -796,9 +1135,9 @@ def load_run_config(path, # a YAML run config
     if not path.is_file(): raise FileNotFoundError(f"{path}: run config not found")
     cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(cfg) - {"model", "data", "qlora", "training", "resume"}
-    if unknown: raise ValueError(f"{path}: unknown sections {sorted(unknown)}; expected model, data, qlora, training, resume")
+    if unknown: raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; expected model, data, qlora, training, resume")
     for item in overrides:
-        if "=" not in item: raise ValueError(f"override {item!r}: expected key=value")
+        if "=" not in item: raise ConfigError(f"override {item!r}: expected key=value")
         k, v = item.split("=", 1)
         _set_dotted(cfg, k.strip(), _parse_value(v))
     cfg.setdefault("model", {}); cfg.setdefault("data", {}); cfg.setdefault("training", {})
@@ -826,9 +1165,52 @@ def build_from_config(cfg:dict, # from `load_run_config`
         model = QoQMedForConditionalGeneration.from_qwen(m["qwen"], ecg_checkpoint=m.get("ecg_checkpoint"), **kw)
         if q: prepare_qlora_model(model)
         processor = QoQMedProcessor.from_qwen(m["qwen"])
-    else: raise ValueError("model: set one of `tiny: true`, `path: DIR` or `qwen: DIR`")
+    else: raise ConfigError("model: set one of `tiny: true`, `path: DIR` or `qwen: DIR`")
     peft_config = lora_config(**{k: v for k, v in q.items() if k in ("r", "alpha", "dropout", "target_modules")}) if q else None
     return model, processor, peft_config
+
+INITIAL_DIR = "initial"
+INITIAL_MARKER = "qoqmed_initial_complete.json"
+
+def save_initial_model(model_cfg:dict, # the run config's `model` section, with `qwen` (and `ecg_checkpoint`)
+                       output_dir, # the run folder
+                      ) -> dict:
+    "Build the fresh QoQ-Med of `model.qwen` once, save it as `<output_dir>/initial/`, and return the `model` section that loads it."
+    from qoqmed.model import QoQMedForConditionalGeneration, QoQMedProcessor
+    import shutil
+    folder = Path(output_dir) / INITIAL_DIR
+    loads_it = {**{k: v for k, v in model_cfg.items() if k not in ("qwen", "ecg_checkpoint")}, "path": str(folder)}
+    if (folder / INITIAL_MARKER).is_file():
+        logger.warning("qoqmed: the run's starting weights are %s (saved when it began); reusing them", folder)
+        return loads_it
+    dtype = getattr(torch, model_cfg.get("dtype", "bfloat16"))
+    model = QoQMedForConditionalGeneration.from_qwen(model_cfg["qwen"], ecg_checkpoint=model_cfg.get("ecg_checkpoint"), dtype=dtype)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp)); QoQMedProcessor.from_qwen(model_cfg["qwen"]).save_pretrained(str(tmp))
+    atomic_write_text(tmp / INITIAL_MARKER, json.dumps(dict(qwen=str(model_cfg["qwen"]), ecg_checkpoint=model_cfg.get("ecg_checkpoint"))))
+    shutil.rmtree(folder, ignore_errors=True); os.replace(tmp, folder)
+    logger.warning("qoqmed: saved the run's starting weights (Qwen2.5-VL + ECG bridge) as %s: policy and reference load from it", folder)
+    return loads_it
+
+def resolve_run_checkpoint(output_dir, # the run folder
+                           resume, # True: the run's newest intact checkpoint; a path: that checkpoint; None/False: a new run
+                           checksums:bool=True, # verify checksums
+                          ) -> str|None:
+    "The checkpoint a run starts from; a `CheckpointError` where starting would lose or misuse finished work."
+    if resume is True:
+        ckpt = find_resume_checkpoint(output_dir, checksums)
+        if ckpt is None and last_complete_checkpoint(output_dir) is not None:
+            raise CheckpointError(f"{output_dir}: every complete checkpoint is damaged (see the warnings above); nothing safe to resume "
+                                  "from. Move the folder aside and start a new run, or resume from a copy you trust.")
+        if ckpt is None: logger.warning("qoqmed: resume requested but %s has no complete checkpoint; starting a new run", output_dir)
+        return ckpt
+    if resume: return verify_resume_checkpoint(resume, checksums)
+    done = last_complete_checkpoint(output_dir)
+    if done is not None:
+        raise CheckpointError(f"{output_dir} already holds checkpoints of an earlier run (newest: {Path(done).name}). Continue it with "
+                              "--resume (or `resume: true`), or set training.output_dir to a new folder: a new run here would prune them away.")
+    return None
 
 def train_from_config(path, # a YAML run config
                       overrides:Sequence[str]=(), # "key=value" items
@@ -836,24 +1218,34 @@ def train_from_config(path, # a YAML run config
                      ) -> QoQMedGRPOTrainer:
     "Build model, data and trainer from a run config, train (resuming if asked), save `final/`; returns the trainer."
     cfg = load_run_config(path, overrides)
+    tcfg = dict(cfg["training"])
+    tcfg.setdefault("output_dir", f"runs/{Path(path).stem}")
+    known = {f.name for f in dataclasses.fields(QoQMedGRPOConfig)}
+    for k in tcfg:
+        if k not in known:
+            import difflib
+            near = difflib.get_close_matches(k, known, n=3)
+            raise ConfigError(f"{path}: training.{k} is not a QoQMedGRPOConfig (TRL GRPOConfig) field" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    from accelerate import PartialState
+    dist = PartialState(cpu=bool(tcfg.get("use_cpu", False)))   # the processes of this run (one, or an accelerate launch)
+    resume = cfg.get("resume") if resume is None else resume   # the run folder and the data are checked before any model loads
+    ckpt = main_process_decides(lambda: resolve_run_checkpoint(tcfg["output_dir"], resume, bool(tcfg.get("checkpoint_checksums", True))), dist)
+    if cfg["model"].get("qwen") and not cfg["model"].get("tiny"):   # a fresh QoQ-Med: its starting weights become a folder (see above)
+        cfg["model"] = main_process_decides(lambda: save_initial_model(cfg["model"], tcfg["output_dir"]), dist)
+    args = QoQMedGRPOConfig(**tcfg)
     data = cfg["data"]
     src = DEMO_DATA if str(data.get("train", "demo")) == "demo" else data["train"]
     ds, skipped = build_trl_dataset(src, root=data.get("root"), check=data.get("check", "exists"),
-                                    max_frames=int(cfg["training"].get("max_frames", 8)), max_bad_fraction=float(data.get("max_bad_fraction", 0.5)))
+                                    max_frames=args.max_frames, max_bad_fraction=float(data.get("max_bad_fraction", 0.5)))
     if skipped: logger.warning("qoqmed: %d of %d samples skipped at load time", len(skipped), len(skipped) + len(ds))
     model, processor, peft_config = build_from_config(cfg)
-    tcfg = dict(cfg["training"])
-    tcfg.setdefault("output_dir", f"runs/{Path(path).stem}")
-    args = QoQMedGRPOConfig(**tcfg)
     funcs = default_reward_funcs(args.reward_preset, processor)
     if data.get("toy_reward"):   # the demo's toy text reward for random models (see run_demo)
         funcs = funcs + [toy_text_reward]
         if len(args.reward_weights) == len(funcs) - 1: args.reward_weights = list(args.reward_weights) + [1.0]
     trainer = QoQMedGRPOTrainer(model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=processor,
                                 peft_config=peft_config, callbacks=[MetricsFileCallback(args.output_dir)])
-    resume = cfg.get("resume") if resume is None else resume
-    ckpt = last_complete_checkpoint(args.output_dir) if resume is True else (resume or None)
-    if resume is True and ckpt is None: logger.warning("qoqmed: resume requested but %s has no complete checkpoint; starting fresh", args.output_dir)
+    trainer._verified_checkpoint = ckpt
     trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(Path(args.output_dir) / "final"))   # every rank: ZeRO-3/FSDP gather the weights here
     if args.should_save: processor.save_pretrained(str(Path(args.output_dir) / "final"))

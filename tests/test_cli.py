@@ -41,9 +41,38 @@ def test_validate_reports_every_bad_line(tmp_path):
     assert j["bad_records"] == 3 and {p["line"] for p in j["problems"]} == {2, 3, 4}
 
 def test_validate_missing_file(tmp_path):
+    "A file that cannot be checked is exit 2 (could not run), not 1 (problems found): one line on stderr."
     r = qoqmed("validate", str(tmp_path/"nope.jsonl"))
-    assert r.returncode == 1
-    assert "nope.jsonl" in r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "nope.jsonl" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert qoqmed("validate").returncode == 2   # bad arguments: argparse's usage error
+
+
+def test_validate_never_aborts(tmp_path):
+    "Wrong types, a non-UTF-8 line and a broken DICOM: every line is reported, the run goes to the end, exit 1."
+    import pydicom
+    from pydicom.data import get_testdata_file
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm")); ds.WindowWidth = 0; ds.WindowCenter = 40
+    ds.save_as(tmp_path/"ww0.dcm")
+    lines = [b'{"problem": 42, "answer": "a", "domain": "ct"}', b'{"problem": ["a"], "answer": "a", "domain": "ct"}',
+             '{"problem": "caf\u00e9 <image>", "answer": "a", "domain": "ct", "images": ["x.png"]}'.encode("latin-1"),
+             b'\xff\xfe not utf-8 at all', b'{"problem": "<image> q", "answer": "a", "domain": "ct", "images": ["ww0.dcm"]}',
+             b'{"problem": "q", "answer": "a", "domain": "ehr"}']
+    f = tmp_path/"bad.jsonl"; f.write_bytes(b"\n".join(lines) + b"\n")
+    r = qoqmed("validate", "--json", str(f))
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["records"] == 6 and {p["line"] for p in report["problems"] if p["severity"] == "error"} == {1, 2, 3, 4, 5}
+
+
+def test_errors_are_one_line_before_any_model_loads(tmp_path, tiny_model_dir):
+    r = qoqmed("infer", "--model", str(tiny_model_dir), "--image", str(tmp_path/"missing.png"), "--question", "What is shown?")
+    assert r.returncode == 2 and "missing.png" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = qoqmed("eval", "--model", str(tiny_model_dir), "--data", str(tmp_path/"none.jsonl"), "--out", str(tmp_path/"ev"))
+    assert r.returncode == 2 and "none.jsonl" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    cfg = tmp_path/"c.yaml"; cfg.write_text("model: {tiny: true}\ntraining: {max_step: 2}\n")
+    r = qoqmed("train", "--config", str(cfg))
+    assert r.returncode == 2 and "training.max_step" in r.stderr and "max_steps" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):

@@ -175,3 +175,128 @@ def test_validate_box_property(a, b, c, d):
     else:
         with pytest.raises(DataError): validate_box([x1, y1, x2, y2], (100, 100))
     with pytest.raises(DataError): validate_box([x1, y1, x2 + 101, y2], (100, 100))
+
+
+# ---------------------------------------------------------------- reliability: JSONL never aborts, validate_jsonl raises only when it cannot run
+import qoqmed.data as qdata
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+_KEYS = ["problem", "prompt", "answer", "images", "videos", "time-series", "time_series", "segmentation_path", "bbox", "choices",
+         "domain", "dataset", "id"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(_KEYS), _JSON)
+def test_any_json_value_in_any_field_is_a_problem_or_accepted(tmp_path_factory, key, value):
+    "Whatever value a known key holds, validation goes on: a problem names line 2 (and a field), line 3 is still checked."
+    d = tmp_path_factory.mktemp("j")
+    base = {"problem": "q?", "answer": "a", "domain": "ehr"}
+    lines = [json.dumps(base), json.dumps({**base, key: value}), json.dumps({**base, "answer": ""})]
+    (d / "f.jsonl").write_text("\n".join(lines) + "\n")
+    probs = validate_jsonl(d / "f.jsonl")
+    assert any(p.line == 3 and p.field == "answer" for p in probs)
+    assert not any(p.line == 1 for p in probs)
+    assert all(str(d / "f.jsonl") in str(p) for p in probs)
+    structural = [p for it in qdata.iter_jsonl(d / "f.jsonl") if it.line == 2 for p in it.problems]
+    assert all(p.field for p in structural), structural
+
+
+def test_bad_bytes_and_types_do_not_stop_the_file(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(b'{"problem": 42, "answer": "a"}\n{"problem": ["a"], "answer": "b"}\n{"problem": "q\xff", "answer": "a"}\n'
+                  b'\xff\xfe{\x00}\x00\n' + b"[" * 5000 + b"]" * 5000 + b'\n{"problem": "ok", "answer": "a", "domain": "ehr"}\n')
+    probs = validate_jsonl(f)
+    assert [(p.line, p.field) for p in probs if p.field in ("problem", None)] == [(1, "problem"), (2, "problem"), (3, None), (4, None), (5, None)]
+    assert "line is not valid UTF-8 (byte 0xff at column 15)" in probs[[p.line for p in probs].index(3)].message
+    assert "the file looks like UTF-16" in next(p.message for p in probs if p.line == 4)
+    assert "nested too deeply" in next(p.message for p in probs if p.line == 5)
+    assert not any(p.line == 6 for p in probs)
+    with pytest.raises(DataError, match=r"d.jsonl:1: problem: must be a string, got 42"):
+        read_jsonl(f)
+
+
+def test_validate_jsonl_raises_when_the_file_cannot_be_read(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"nope.jsonl: file not found"): validate_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match=r": not a file"): validate_jsonl(tmp_path)
+    f = tmp_path / "locked.jsonl"; f.write_text('{"problem": "q", "answer": "a", "domain": "ehr"}\n')
+    def denied(*a, **k): raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(qdata, "open", denied, raising=False)  # tests run as root, where chmod 000 does not deny
+    with pytest.raises(DataError, match=r"locked.jsonl: cannot open the file \(Permission denied\)"): validate_jsonl(f)
+
+
+def test_problem_severity_prints_warnings():
+    p = Problem(3, "time-series[0]", "lead V1 flat", "d.jsonl", severity="warning")
+    assert str(p) == "d.jsonl:3: time-series[0]: warning: lead V1 flat"
+    assert str(Problem(3, "images[0]", "file not found", "d.jsonl")) == "d.jsonl:3: images[0]: file not found"
+    assert Problem(1, None, "x").severity == "error"
+
+
+def test_flat_ecg_loads_and_warns(tmp_path):
+    x = np.load(DEMO_DIR / "ecg/pydicom/waveform_ecg_8x2500.npy")
+    flat = x.copy(); flat[5] = 0.2  # V4 stuck at 0.2 mV
+    np.save(tmp_path / "flat.npy", flat); np.save(tmp_path / "zero.npy", np.zeros_like(x))
+    assert np.array_equal(load_ecg(tmp_path / "flat.npy"), flat) and not load_ecg(tmp_path / "zero.npy").any()
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps({"problem": "<ecg> q", "answer": "a", "domain": "ecg", "time-series": [f]}) + "\n"
+                                              for f in ("flat.npy", "zero.npy")))
+    probs = validate_jsonl(tmp_path / "e.jsonl")
+    assert [(p.line, p.severity) for p in probs] == [(1, "warning"), (2, "warning")]
+    assert "warning: lead V4 flat" in str(probs[0]) and "every lead is flat" in probs[1].message
+
+
+def test_loader_bugs_and_memory_errors_are_problems_not_crashes(tmp_path, monkeypatch):
+    "A loader raising something other than DataError is one problem naming the exception type; the next record is still checked."
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), tmp_path / "a.dcm")
+    shutil.copyfile(get_testdata_file("MR_small.dcm"), tmp_path / "b.dcm")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"problem": "<image> q", "answer": "a", "domain": "ct", "images": [f]}) + "\n"
+                                              for f in ("a.dcm", "b.dcm", "c.missing")))
+    real = qdata.load_image
+    def buggy(path):
+        if str(path).endswith("a.dcm"): raise ZeroDivisionError("division by zero")
+        if str(path).endswith("b.dcm"): raise MemoryError()
+        return real(path)
+    monkeypatch.setattr(qdata, "load_image", buggy)
+    probs = validate_jsonl(tmp_path / "d.jsonl")
+    assert [(p.line, p.field) for p in probs] == [(1, "images[0]"), (2, "images[0]"), (3, "images[0]")]
+    assert probs[0].message.startswith("unexpected ZeroDivisionError while loading (division by zero); this is a bug in the qoqmed loader")
+    assert probs[1].message.startswith("too large to decode (MemoryError") and "b.dcm" in probs[1].message
+    assert "file not found" in probs[2].message
+
+
+def test_memory_error_while_decoding_is_a_data_error(monkeypatch):
+    import nibabel
+    nii = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    def oom(*a, **k): raise MemoryError()
+    monkeypatch.setattr(qdata, "_percentile_unit", oom)
+    with pytest.raises(DataError, match=r"anatomical.nii: too large to decode \(MemoryError"): load_volume(nii)
+    monkeypatch.setattr(qdata, "_dicom_gray_unit", oom)
+    with pytest.raises(DataError, match=r"CT_small.dcm: too large to decode \(MemoryError"): load_image(get_testdata_file("CT_small.dcm"))
+
+
+def test_window_width_zero_in_a_slice_folder(tmp_path):
+    "The folder path windows the stacked volume once: a bad window there names the folder."
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for k in range(3):
+        ds = copy.deepcopy(base); ds.ImagePositionPatient = [0, 0, 5.0 * k]
+        ds.WindowCenter, ds.WindowWidth = "40", "0" if k == 0 else "400"
+        ds.save_as(tmp_path / f"s{k}.dcm")
+    with pytest.raises(DataError, match=r"VOI window centre 40, width 0 is invalid"):
+        load_volume(tmp_path)
+
+
+def test_resampling_ratio_is_exact():
+    "250 Hz from 300 Hz is 5/6, from 257.3 Hz 2500/2573 (limit_denominator(1000) gave 137/141), from 333.333333 Hz 3/4."
+    assert qdata._resample_ratio(250, 300, "x") == (5, 6) and qdata._resample_ratio(250, 257.3, "x") == (2500, 2573)
+    assert qdata._resample_ratio(250, 333.333333, "x") == (3, 4)
+
+
+def test_ecg_rate_limits(tmp_path):
+    x = np.load(DEMO_DIR / "ecg/pydicom/waveform_ecg_8x2500.npy")
+    np.save(tmp_path / "e.npy", x)
+    lo, hi = qdata.ECG_FS_RANGE_HZ
+    assert load_ecg(tmp_path / "e.npy", source_fs=lo).shape == (8, 2500)
+    for bad in (lo - 0.1, hi + 1, float("nan"), float("inf"), -250, 0, "fast"):
+        with pytest.raises(DataError, match=r"e.npy: source_fs"): load_ecg(tmp_path / "e.npy", source_fs=bad)
+    np.save(tmp_path / "short.npy", x[:, :2])
+    with pytest.raises(DataError, match=r"short.npy: the ECG lasts 0.004 s \(2 samples at 500 Hz\); at least 1 s is needed"):
+        load_ecg(tmp_path / "short.npy", source_fs=500)

@@ -191,3 +191,72 @@ def test_mapping_is_the_processors_rule(w, h, pixels):
     back = boxes_to_original(boxes_to_model(box, (w, h), min_pixels=lo, max_pixels=hi), (w, h), min_pixels=lo, max_pixels=hi)
     assert np.allclose(back, box)
     assert np.allclose(boxes_to_original([(0, 0, rw, rh)], (w, h), min_pixels=lo, max_pixels=hi), [(0, 0, w, h)])
+
+# --- bounded work per completion ----------------------------------------------------------------------------------
+import qoqmed.rewards as rewards_module
+from qoqmed.rewards import MAX_COMPLETION_CHARS, HEAD_CHARS, TAIL_CHARS
+
+CXR = ('<think>Blunted right costophrenic angle with a meniscus.</think>\n```json\n[{"bbox_2d": [100, 320, 300, 480], '
+       '"label": "pleural effusion"}]\n```\n')
+RUNAWAY_UNITS = ["ab, ", "{}", "\\boxed{a}", " I will check again.", "\\boxed{", "```json\n[", "'"]
+
+def _seen_by_parsers(monkeypatch, text):
+    "Parse `text` with every parser wrapped; the lengths of the strings each was given."
+    seen = []
+    for name in ("parse_boxed", "parse_reasoning", "_fenced_blocks", "_scan_boxed"):
+        f = getattr(rewards_module, name)
+        monkeypatch.setattr(rewards_module, name, lambda t, *a, _f=f, **k: (seen.append(len(t)), _f(t, *a, **k))[1])
+    p = rewards_module.parse_completion(text)
+    monkeypatch.undo()
+    return p, seen
+
+@pytest.mark.parametrize("unit", RUNAWAY_UNITS)
+def test_over_long_parsers_see_a_bounded_text(monkeypatch, unit):
+    "A 4 MB completion: no parser is handed more than HEAD_CHARS characters, head and tail together at most MAX_COMPLETION_CHARS."
+    text = CXR + unit * (4_000_000 // len(unit)) + "\\boxed{Pleural effusion}"
+    p, seen = _seen_by_parsers(monkeypatch, text)
+    assert p.over_long and seen and max(seen) <= HEAD_CHARS, seen
+    assert HEAD_CHARS + TAIL_CHARS == MAX_COMPLETION_CHARS
+    short = CXR + unit * 10 + "\\boxed{Pleural effusion}"      # under the bound: the whole text, as always
+    p, seen = _seen_by_parsers(monkeypatch, short)
+    assert not p.over_long and max(seen) == len(short)
+
+def test_over_long_costs_about_what_the_bound_costs():
+    "Time of 4 MB over 64 kB of the worst pattern (a boxed answer of many labels) is a small ratio, not the ~60x of a linear parse."
+    def best(text):
+        out = []
+        for _ in range(3):
+            t0 = time.perf_counter(); clinical_reward(text, "ab", choices=["ab", "cd"], mask=INTEGRAL, image_size=(640, 512)); out.append(time.perf_counter() - t0)
+        return min(out)
+    ratios = []
+    for make in (lambda n: "\\boxed{" + "ab, " * (n // 4) + "}", lambda n: "\\boxed{a}" * (n // 9), lambda n: "\\boxed{" + "{}" * (n // 2) + "}"):
+        ratios.append(best(make(4_000_000)) / best(make(MAX_COMPLETION_CHARS - 16)))
+    assert max(ratios) < 8, ratios      # a linear parse would be ~61x; measured ~0.01-1.5
+
+def test_over_long_result_is_sensible():
+    "A runaway completion keeps the accuracy and IoU of what it says (answer from the tail, boxes from the head); format and length are 0."
+    end = "\\boxed{Pleural effusion}"
+    short = CXR + end
+    runaway = CXR + " I will check again." * 200_000 + end
+    kw = dict(mask=INTEGRAL, image_size=(640, 512))
+    a, b = clinical_reward(short, "pleural effusion", **kw), clinical_reward(runaway, "pleural effusion", **kw)
+    assert (b["accuracy"], b["iou"]) == (a["accuracy"], a["iou"]) == (1.0, a["iou"]) and a["iou"] > 0
+    assert (b["format"], b["length"], b["aux"]) == (0.0, 0.0, 0.0) and a["format"] == 1.0
+    assert b["overall"] == pytest.approx(0.6 * 1.0 + 0.2 * a["iou"])
+    p = parse_completion(runaway)
+    assert p.over_long and p.reasoning == parse_completion(short).reasoning and p.n_answers == 1
+    # the answer only at the start (the model answered, then looped): the head's answer counts
+    assert parse_completion(end + " again" * 20_000).answer == "Pleural effusion"
+
+@settings(max_examples=200, **SETTINGS)
+@given(st.integers(-3, 3), st.sampled_from(["\\boxed{A}", "<think>r</think>", "```json\n[]\n```", "x"]))
+def test_bound_is_exact(offset, unit):
+    "Up to MAX_COMPLETION_CHARS the whole text is parsed (an answer in the middle is found); one character more and it is over-long."
+    n = MAX_COMPLETION_CHARS + offset
+    middle = "\\boxed{MID}"
+    text = (unit * (n // len(unit)))[: (n - len(middle)) // 2] + middle
+    text = text + "y" * (n - len(text))
+    assert len(text) == n
+    p = parse_completion(text)
+    assert p.over_long == (n > MAX_COMPLETION_CHARS)
+    if n <= MAX_COMPLETION_CHARS: assert p.answer == "MID"

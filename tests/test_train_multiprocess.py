@@ -42,7 +42,7 @@ def test_two_processes_identical_drpo_state(tmp_path):
            "--dynamo_backend", "no", "--main_process_port", "29517", str(script), str(out), str(ROOT / "configs" / "demo.yaml")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    a, b = (torch.load(out / f"drpo_rank{i}.pt", weights_only=False) for i in (0, 1))
+    a, b = (torch.load(out / f"drpo_rank{i}.pt", weights_only=True) for i in (0, 1))
     assert a["world"] == b["world"] == 2 and "MULTI_CPU" in a["distributed"]
     assert len(a["advantages"]) == len(b["advantages"]) == 2
     for x, y in zip(a["advantages"], b["advantages"]):
@@ -54,3 +54,45 @@ def test_two_processes_identical_drpo_state(tmp_path):
         assert (da["questions"], da["rollouts"], da["reward_sum"]) == (db["questions"], db["rollouts"], db["reward_sum"])
         assert torch.equal(da["features"], db["features"])
     assert sum(d["questions"] for d in sa["domains"].values()) == 4   # 2 steps x 2 questions (one per rank per step)
+
+
+RESUME_SCRIPT = r'''
+import sys, torch
+from pathlib import Path
+import qoqmed.train as qt
+out, config, steps, resume = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
+read = []
+_load = qt.safe_torch_load
+def spy(path):
+    read.append(Path(path).name); return _load(path)
+qt.safe_torch_load = spy
+trainer = qt.train_from_config(config, [f"training.output_dir={out}", f"training.max_steps={steps}", "training.per_device_train_batch_size=4",
+                                        "training.save_steps=1", "data.check=none", "training.disable_tqdm=true"], resume=True if resume else None)
+rank = trainer.accelerator.process_index
+torch.save(dict(state=trainer.drpo.state_dict(), read=read), out / f"resumed_rank{rank}.pt")
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
+'''
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+def test_two_processes_resume_from_one_drpo_history(tmp_path):
+    "A 2-process run resumed: the DRPO state is read on rank 0 only and broadcast, so both ranks continue from one history."
+    script = tmp_path / "resume2.py"; script.write_text(RESUME_SCRIPT)
+    out = tmp_path / "run"; out.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    def launch(steps, mode):
+        cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", "29518", str(script), str(out), str(ROOT / "configs" / "demo.yaml"), str(steps), mode]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    launch(1, "new")
+    launch(2, "resume")
+    a, b = (torch.load(out / f"resumed_rank{i}.pt", weights_only=True) for i in (0, 1))
+    assert "drpo_state.pt" in a["read"] and "drpo_state.pt" not in b["read"]     # one reader, then a broadcast
+    assert all(n.startswith("generation_cycle_rank") for n in b["read"])          # each rank reads only its own cycle file
+    sa, sb = a["state"], b["state"]
+    assert sa["steps"] == sb["steps"] == 2
+    for name in sa["domains"]:
+        assert sa["domains"][name]["questions"] == sb["domains"][name]["questions"]
+        assert torch.equal(sa["domains"][name]["features"], sb["domains"][name]["features"])

@@ -42,7 +42,7 @@ def test_kill_and_resume(tmp_path):
     ckpt = last_complete_checkpoint(out)
     killed_at = int(ckpt.rsplit("-", 1)[1])
     assert 2 <= killed_at < steps, killed_at
-    saved = torch.load(Path(ckpt) / DRPO_STATE_NAME, weights_only=False)
+    saved = torch.load(Path(ckpt) / DRPO_STATE_NAME, weights_only=True)
     assert saved["steps"] == killed_at          # one DRPO update per optimizer step so far
 
     proc = _launch(out, steps=steps, extra=["--resume"])
@@ -50,7 +50,7 @@ def test_kill_and_resume(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     final = last_complete_checkpoint(out)
     assert int(final.rsplit("-", 1)[1]) == steps
-    state = torch.load(Path(final) / DRPO_STATE_NAME, weights_only=False)
+    state = torch.load(Path(final) / DRPO_STATE_NAME, weights_only=True)
     # resumed with the saved history: the DRPO step count and the questions seen continue, they do not restart
     assert state["steps"] == steps
     assert sum(d["questions"] for d in state["domains"].values()) == 2 * steps
@@ -65,7 +65,7 @@ def test_kill_and_resume(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     resumed_ids, ref_ids = _steps(out / "completions.jsonl"), _steps(ref / "completions.jsonl")
     for step in range(killed_at + 1, steps + 1): assert resumed_ids[step] == ref_ids[step], step
-    ref_state = torch.load(Path(last_complete_checkpoint(ref)) / DRPO_STATE_NAME, weights_only=False)
+    ref_state = torch.load(Path(last_complete_checkpoint(ref)) / DRPO_STATE_NAME, weights_only=True)
     assert ref_state["domains"].keys() == state["domains"].keys()
     for name, d in ref_state["domains"].items():
         assert (state["domains"][name]["questions"], state["domains"][name]["rollouts"]) == (d["questions"], d["rollouts"]), name
@@ -76,7 +76,7 @@ def test_kill_and_resume(tmp_path):
     for step in range(killed_at + 1, steps + 1): assert abs(resumed_lr[step] - ref_lr[step]) < 1e-12, step
     # Adam's per-parameter step counts equal the uninterrupted run's (a parameter without a gradient in a step, e.g. the
     # ECG encoder in a batch without ECGs, is not stepped): the optimizer state was restored, not restarted at the resume
-    opt_steps = lambda run: {k: int(v["step"]) for k, v in torch.load(Path(last_complete_checkpoint(run)) / "optimizer.pt", weights_only=False)["state"].items()}
+    opt_steps = lambda run: {k: int(v["step"]) for k, v in torch.load(Path(last_complete_checkpoint(run)) / "optimizer.pt", weights_only=True)["state"].items()}
     assert opt_steps(out) == opt_steps(ref) and max(opt_steps(out).values()) == steps
     from safetensors.torch import load_file
     a, b = load_file(out / "final" / "model.safetensors"), load_file(ref / "final" / "model.safetensors")
