@@ -10,12 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_text(nb_path=ROOT/"nbs"/"index.ipynb") -> str:
     cells = json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"]
-    parts = []
+    parts, code = [], []   # consecutive code cells (an import cell and the code using it) make one block
+    def flush():
+        if code: parts.append("```python\n" + "\n".join(code) + "\n```"); code.clear()
     for c in cells:
         src = "".join(c["source"]).strip("\n")
         if not src or src.startswith("#| hide"): continue
-        if c["cell_type"] == "markdown": parts.append(src)
-        else: parts.append("```python\n" + "\n".join(l for l in src.splitlines() if not l.startswith("#|")) + "\n```")
+        if c["cell_type"] == "markdown": flush(); parts.append(src)
+        else: code.extend(l for l in src.splitlines() if not l.startswith("#|"))
+    flush()
     return "\n\n".join(parts) + "\n"
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 # had rotated old checkpoints away).
 DRIVER = r"""
 import os, signal, sys
-import qoqmed.train as T
+import qoqmed.trainer as T   # the module that defines atomic_write_text: _save_checkpoint looks it up there
 kill_at = int(os.environ.get("QOQMED_TEST_KILL_AT_MARKER", "0"))
 if kill_at:
     _write = T.atomic_write_text

@@ -59,13 +59,13 @@ def test_two_processes_identical_drpo_state(tmp_path):
 RESUME_SCRIPT = r'''
 import sys, torch
 from pathlib import Path
-import qoqmed.train as qt
+import qoqmed.train as qt, qoqmed.trainer as qtr
 out, config, steps, resume = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
 read = []
-_load = qt.safe_torch_load
+_load = qtr.safe_torch_load
 def spy(path):
     read.append(Path(path).name); return _load(path)
-qt.safe_torch_load = spy
+qtr.safe_torch_load = spy   # the trainer's methods look safe_torch_load up in qoqmed.trainer, the module that defines it
 trainer = qt.train_from_config(config, [f"training.output_dir={out}", f"training.max_steps={steps}", "training.per_device_train_batch_size=4",
                                         "training.save_steps=1", "data.check=none", "training.disable_tqdm=true"], resume=True if resume else None)
 rank = trainer.accelerator.process_index
