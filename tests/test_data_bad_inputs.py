@@ -179,6 +179,7 @@ def test_validate_box_property(a, b, c, d):
 
 # ---------------------------------------------------------------- reliability: JSONL never aborts, validate_jsonl raises only when it cannot run
 import qoqmed.data as qdata
+import qoqmed.media as qmedia, qoqmed.records as qrecords   # monkeypatch where a name is looked up: its defining module
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
                      lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
@@ -221,7 +222,7 @@ def test_validate_jsonl_raises_when_the_file_cannot_be_read(tmp_path, monkeypatc
     with pytest.raises(DataError, match=r": not a file"): validate_jsonl(tmp_path)
     f = tmp_path / "locked.jsonl"; f.write_text('{"problem": "q", "answer": "a", "domain": "ehr"}\n')
     def denied(*a, **k): raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(qdata, "open", denied, raising=False)  # tests run as root, where chmod 000 does not deny
+    monkeypatch.setattr(qrecords, "open", denied, raising=False)  # tests run as root, where chmod 000 does not deny
     with pytest.raises(DataError, match=r"locked.jsonl: cannot open the file \(Permission denied\)"): validate_jsonl(f)
 
 
@@ -255,7 +256,7 @@ def test_loader_bugs_and_memory_errors_are_problems_not_crashes(tmp_path, monkey
         if str(path).endswith("a.dcm"): raise ZeroDivisionError("division by zero")
         if str(path).endswith("b.dcm"): raise MemoryError()
         return real(path)
-    monkeypatch.setattr(qdata, "load_image", buggy)
+    monkeypatch.setattr(qrecords, "load_image", buggy)
     probs = validate_jsonl(tmp_path / "d.jsonl")
     assert [(p.line, p.field) for p in probs] == [(1, "images[0]"), (2, "images[0]"), (3, "images[0]")]
     assert probs[0].message.startswith("unexpected ZeroDivisionError while loading (division by zero); this is a bug in the qoqmed loader")
@@ -267,9 +268,9 @@ def test_memory_error_while_decoding_is_a_data_error(monkeypatch):
     import nibabel
     nii = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
     def oom(*a, **k): raise MemoryError()
-    monkeypatch.setattr(qdata, "_percentile_unit", oom)
+    monkeypatch.setattr(qmedia, "_percentile_unit", oom)
     with pytest.raises(DataError, match=r"anatomical.nii: too large to decode \(MemoryError"): load_volume(nii)
-    monkeypatch.setattr(qdata, "_dicom_gray_unit", oom)
+    monkeypatch.setattr(qmedia, "_dicom_gray_unit", oom)
     with pytest.raises(DataError, match=r"CT_small.dcm: too large to decode \(MemoryError"): load_image(get_testdata_file("CT_small.dcm"))
 
 
@@ -286,8 +287,8 @@ def test_window_width_zero_in_a_slice_folder(tmp_path):
 
 def test_resampling_ratio_is_exact():
     "250 Hz from 300 Hz is 5/6, from 257.3 Hz 2500/2573 (limit_denominator(1000) gave 137/141), from 333.333333 Hz 3/4."
-    assert qdata._resample_ratio(250, 300, "x") == (5, 6) and qdata._resample_ratio(250, 257.3, "x") == (2500, 2573)
-    assert qdata._resample_ratio(250, 333.333333, "x") == (3, 4)
+    assert qmedia._resample_ratio(250, 300, "x") == (5, 6) and qmedia._resample_ratio(250, 257.3, "x") == (2500, 2573)
+    assert qmedia._resample_ratio(250, 333.333333, "x") == (3, 4)
 
 
 def test_ecg_rate_limits(tmp_path):
