@@ -299,7 +299,7 @@ def pool_ecg_tokens(tokens:torch.Tensor, # (batch, n_leads*n_patches, dim) lead-
     return per_patch.reshape(batch, n_ecg_tokens, n_patches // n_ecg_tokens, dim).mean(dim=2)
 
 # %% ../nbs/03_ecg.ipynb #7df7c646
-DEFAULT_N_ECG_TOKENS = 50 # temporal tokens per ECG: one per 0.2 s time patch (see the table above); 1 = the official QoQ-Med code
+DEFAULT_N_ECG_TOKENS = 50 # temporal tokens per ECG: one per 0.2 s time patch (see the table above); 1 = the official QoQ-Med code's pooling
 
 # %% ../nbs/03_ecg.ipynb #8802784c
 class ECGBridge(nn.Module):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_model.ipynb #19196a09
 from __future__ import annotations
-import copy, functools, math, warnings
+import copy, functools, json, math, warnings
 from pathlib import Path
 from typing import Literal # noqa: F401 -- QoQMedConfig's dataclass __init__ inherits transformers' annotation strings, which name it; the docs resolve them here
 
@@ -18,21 +18,25 @@ from transformers import (AutoConfig, AutoModel, AutoModelForImageTextToText, Au
 from transformers import initialization as hf_init
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLTextConfig, Qwen2_5_VLVisionConfig
 from transformers.configuration_utils import PreTrainedConfig
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.conversion_mapping import get_model_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightRenaming
-from fastcore.basics import ifnone
+from fastcore.basics import ifnone, patch
 from fastcore.meta import delegates
+from safetensors import safe_open
 
-from .ecg import (DEFAULT_N_ECG_TOKENS, ECGBridge, ECGJEPAConfig, ECGJEPAEncoder, ecg_token_counts,
-                        load_ecg_jepa, sincos_position_table)
+from .ecg import (DEFAULT_N_ECG_TOKENS, ECGBridge, ECGJEPAConfig, ECGJEPAEncoder, ecg_jepa_config_from_state_dict,
+                        ecg_token_counts, load_ecg_jepa, sincos_position_table)
 
 # %% auto #0
-__all__ = ['QWEN25_VL_CHAT_TEMPLATE', 'QOQMED_CHAT_TEMPLATE', 'QWEN25_ADDED_TOKENS', 'QWEN25_FIRST_ADDED_ID', 'TIME_SERIES_TOKEN',
-           'TIME_SERIES_TOKEN_ID', 'PARAMETER_GROUPS', 'STAGES', 'qwen_tiktoken_path', 'build_qwen25_tokenizer',
-           'add_time_series_token', 'QoQMedConfig', 'tiny_qoqmed_config', 'tiny_image_processor', 'check_time_series',
-           'check_qoqmed_inputs', 'mm_token_type_ids_from_input_ids', 'QoQMedModel', 'suppress_placeholder_tokens',
+__all__ = ['QWEN25_VL_CHAT_TEMPLATE', 'QOQMED_CHAT_TEMPLATE', 'OFFICIAL_CHAT_TEMPLATE', 'QWEN25_ADDED_TOKENS',
+           'QWEN25_FIRST_ADDED_ID', 'TIME_SERIES_TOKEN', 'TIME_SERIES_TOKEN_ID', 'ECG_ITEM_TYPES', 'PARAMETER_GROUPS',
+           'STAGES', 'OFFICIAL_KEY_MAPPING', 'OFFICIAL_ARCHITECTURE', 'QWEN25_VL_IMAGE_SIZE', 'OFFICIAL_AUTO_MAP',
+           'qwen_tiktoken_path', 'build_qwen25_tokenizer', 'add_time_series_token', 'QoQMedConfig',
+           'tiny_qoqmed_config', 'tiny_image_processor', 'check_time_series', 'check_qoqmed_inputs',
+           'mm_token_type_ids_from_input_ids', 'QoQMedModel', 'suppress_placeholder_tokens',
            'QoQMedForConditionalGeneration', 'QoQMedProcessor', 'tiny_qoqmed', 'qoqmed_7b_config', 'parameter_groups',
-           'trainable_table', 'freeze_for_stage', 'save_tiny_qwen']
+           'trainable_table', 'freeze_for_stage', 'save_tiny_qwen', 'checkpoint_tensor_shapes', 'checkpoint_layout',
+           'official_config', 'official_config_dict']
 
 # %% ../nbs/04_model.ipynb #ceee7ee2
 QWEN25_VL_CHAT_TEMPLATE = ( # Qwen2.5-VL-7B-Instruct's chat_template.json, verbatim
@@ -47,12 +51,12 @@ QWEN25_VL_CHAT_TEMPLATE = ( # Qwen2.5-VL-7B-Instruct's chat_template.json, verba
     "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 # %% ../nbs/04_model.ipynb #6e264ff2
-QOQMED_CHAT_TEMPLATE = ( # the same, with {"type": "time_series"} items rendered as one ECG placeholder between vision markers
+QOQMED_CHAT_TEMPLATE = ( # the same, with {"type": "time_series"} (or "time-series") items rendered as one ECG placeholder between vision markers
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% set ecg_count = namespace(value=0) %}"
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'time_series' or 'time_series' in content %}"
+    "{% for content in message['content'] %}{% if content['type'] in ('time_series', 'time-series') or 'time_series' in content %}"
     "{% set ecg_count.value = ecg_count.value + 1 %}{% if add_vision_id %}ECG {{ ecg_count.value }}: {% endif %}"
     "<|vision_start|><|time_series_pad|><|vision_end|>"
     "{% elif content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
@@ -61,6 +65,10 @@ QOQMED_CHAT_TEMPLATE = ( # the same, with {"type": "time_series"} items rendered
     "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
     "<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}"
     "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+# %% ../nbs/04_model.ipynb #c4ad99a5
+OFFICIAL_CHAT_TEMPLATE = QWEN25_VL_CHAT_TEMPLATE.replace( # the official QoQ-Med processor's: {"type": "time-series"} -> a bare placeholder
+    "{% elif 'text' in content %}", "{% elif content['type'] == 'time-series' %}<|time_series_pad|>{% elif 'text' in content %}")
 
 # %% ../nbs/04_model.ipynb #d91f49a3
 QWEN25_ADDED_TOKENS = [ # (token, special) in id order from 151643, as in Qwen2.5(-VL)'s tokenizer_config.json
@@ -473,9 +481,29 @@ def _expand_time_series_placeholders(text, # a prompt, a list of prompts, or Non
     n_text = sum(t.count(TIME_SERIES_TOKEN) for t in text)
     if n_text != n_given:
         raise ValueError(f"time_series: got {n_given} ECG(s) but the text holds {n_text} {TIME_SERIES_TOKEN} placeholder(s); "
-                         f"put one placeholder per ECG (the chat template does this for {{'type': 'time_series'}} items)")
+                         f"put one placeholder per ECG (the chat template does this for {{'type': 'time_series'}} or {{'type': 'time-series'}} items)")
     if n_given: text = [t.replace(TIME_SERIES_TOKEN, TIME_SERIES_TOKEN * n_ecg_tokens) for t in text]
     return text
+
+# %% ../nbs/04_model.ipynb #b6ab80d4
+ECG_ITEM_TYPES = ("time_series", "time-series") # chat item types of an ECG: qoqmed's, the official code's
+
+def _ecg_item_array(block:dict):
+    "The ECG array of a chat item, under `time_series` or `time-series`, or None."
+    return block.get("time_series", block.get("time-series"))
+
+def _respell_ecg_items(conversation, # one conversation (list of messages) or a batch of them
+                       template, # the chat template that will render it
+                      ):
+    "The conversation with ECG items retyped to the one spelling the template reads (unchanged if it reads both or neither)."
+    if not isinstance(template, str): return conversation
+    reads = [t for t in ECG_ITEM_TYPES if f"'{t}'" in template]
+    if len(reads) != 1: return conversation
+    def respell(message):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list): return message
+        content = [{**b, "type": reads[0]} if isinstance(b, dict) and b.get("type") in ECG_ITEM_TYPES else b for b in message["content"]]
+        return {**message, "content": content}
+    return [[respell(m) for m in c] if isinstance(c, (list, tuple)) else respell(c) for c in conversation]
 
 # %% ../nbs/04_model.ipynb #360d2671
 class QoQMedProcessor(Qwen2_5_VLProcessor):
@@ -546,10 +574,15 @@ class QoQMedProcessor(Qwen2_5_VLProcessor):
         "Qwen2.5-VL video inputs without a video processor: frames through the image processor, paired into temporal patches."
         return _video_frames_to_patches(self.image_processor, videos, fps or self.video_fps, self.video_token)
 
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        "Qwen's `apply_chat_template`, with ECG items spelled the way the template reads them (`time_series` or `time-series`)."
+        template = chat_template if chat_template is not None else self.chat_template
+        return super().apply_chat_template(_respell_ecg_items(conversation, template), chat_template=chat_template, **kwargs)
+
     def _multimodal_inputs_from_conversations(self, conversations, *args, **kwargs):
-        series = [block["time_series"] for conversation in conversations for message in conversation
+        series = [_ecg_item_array(block) for conversation in conversations for message in conversation
                   if not isinstance(message.get("content"), str) for block in (message.get("content") or [])
-                  if block.get("type") == "time_series" and "time_series" in block]
+                  if block.get("type") in ECG_ITEM_TYPES and _ecg_item_array(block) is not None]
         images, videos, audio, extra = super()._multimodal_inputs_from_conversations(conversations, *args, **kwargs)
         videos = [[_as_video_frames(v) for v in sample] for sample in videos]
         return images, videos, audio, ({**extra, "time_series": series} if series else extra)
@@ -630,3 +663,197 @@ def save_tiny_qwen(folder, # where to write the Qwen2.5-VL folder
         qwen = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=tiny.text_config.to_dict(), vision_config=tiny.vision_config.to_dict()))
     qwen.save_pretrained(folder); build_qwen25_tokenizer(time_series_token=False).save_pretrained(folder); tiny_image_processor().save_pretrained(folder)
     return qwen
+
+# %% ../nbs/04_model.ipynb #33e9183a
+OFFICIAL_KEY_MAPPING = { # official QoQ-Med key prefix -> ours (regex, as from_pretrained's key_mapping takes it)
+    r"^time_series_embedding\.encoder\.": "model.ecg.encoder.", r"^time_series_embedding\.linear\.": "model.ecg.projection."}
+
+# %% ../nbs/04_model.ipynb #5fb43e7c
+OFFICIAL_ARCHITECTURE = "TimeSeriesQwen2_5_VLForConditionalGeneration" # `architectures` in an official config.json
+
+# %% ../nbs/04_model.ipynb #cffe52b2
+def checkpoint_tensor_shapes(folder, # a local checkpoint folder
+                            ) -> dict: # {tensor name: shape}
+    "Tensor names and shapes of a folder's safetensors weights, from the file headers only."
+    folder = Path(folder)
+    index = folder/"model.safetensors.index.json"
+    if index.is_file():
+            files = sorted({folder/f for f in json.loads(index.read_text())["weight_map"].values()})
+    else: files = [folder/"model.safetensors"] if (folder/"model.safetensors").is_file() else []
+    shapes = {}
+    for f in files:
+        with safe_open(str(f), "pt") as weights: shapes.update({k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()})
+    return shapes
+
+# %% ../nbs/04_model.ipynb #13499a29
+def checkpoint_layout(folder, # a local folder
+                     ) -> str|None: # "qoqmed", "official", "qwen2_5_vl", another model_type, or None (no config.json)
+    "Which layout a checkpoint folder is in: saved by qoqmed, by the official QoQ-Med code, or a plain Qwen2.5-VL."
+    path = Path(folder)/"config.json"
+    if not path.is_file(): return None
+    try: config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+    model_type = config.get("model_type")
+    if model_type != "qwen2_5_vl": return model_type
+    if "time_series_token_id" in config or OFFICIAL_ARCHITECTURE in (config.get("architectures") or []): return "official"
+    if any(k.startswith("time_series_embedding.") for k in checkpoint_tensor_shapes(folder)): return "official"
+    return "qwen2_5_vl"
+
+# %% ../nbs/04_model.ipynb #e25172b2
+def official_config(folder, # a folder saved by the official QoQ-Med code
+                    shapes:dict=None, # its tensor shapes (default: read from the folder)
+                   ) -> QoQMedConfig:
+    "The QoQMedConfig of an official QoQ-Med checkpoint: its Qwen2.5-VL fields, one ECG token, the ECG-JEPA shape of its tensors."
+    folder = Path(folder)
+    shapes = ifnone(shapes, checkpoint_tensor_shapes(folder))
+    flat = json.loads((folder/"config.json").read_text(encoding="utf-8"))
+    prefix = "time_series_embedding.encoder."
+    encoder = {k[len(prefix):]: torch.empty(s, device="meta") for k, s in shapes.items() if k.startswith(prefix)}
+    # no safetensors headers to read (e.g. .bin weights): the shape the official code fixes in its source, 768/12/16
+    ecg_config = ecg_jepa_config_from_state_dict(encoder, source=f"{folder} (time_series_embedding.encoder.*)") if shapes else ECGJEPAConfig()
+    skip = {"architectures", "auto_map", "model_type", "time_series_token_id", "transformers_version", "_name_or_path"}
+    config = QoQMedConfig(**{k: v for k, v in flat.items() if k not in skip}, ecg_config=ecg_config.to_dict(), n_ecg_tokens=1,
+                          ecg_token_id=flat.get("time_series_token_id", TIME_SERIES_TOKEN_ID))
+    projection = shapes.get("time_series_embedding.linear.weight")
+    if projection is not None and tuple(projection) != (config.text_config.hidden_size, ecg_config.embed_dim):
+        raise ValueError(f"{folder}: time_series_embedding.linear.weight has shape {tuple(projection)}, expected "
+                         f"({config.text_config.hidden_size}, {ecg_config.embed_dim}) (LLM hidden size, ECG-JEPA width)")
+    return config
+
+# %% ../nbs/04_model.ipynb #cb1c55f7
+_ECG_PREFIXES = {"qoqmed": ("model.ecg.encoder.", "model.ecg.projection."),
+                 "official": ("time_series_embedding.encoder.", "time_series_embedding.linear.")}
+
+def _check_ecg_weights(folder, # the checkpoint folder
+                       layout:str, # "qoqmed" or "official"
+                       shapes:dict, # its tensor shapes
+                      ):
+    "A clear error unless the folder's weights hold the ECG encoder and the projection."
+    missing = [p + "*" for p in _ECG_PREFIXES[layout] if not any(k.startswith(p) for k in shapes)]
+    if missing:
+        what = "saved by qoqmed" if layout == "qoqmed" else "in the official QoQ-Med layout"
+        raise ValueError(f"{folder}: a QoQ-Med checkpoint {what}, but its weights hold no {' and no '.join(missing)} tensors "
+                         f"(ECG encoder / projection); refusing to start them at random. Save the model with its ECG weights, or "
+                         f"start a new ECG bridge on the Qwen2.5-VL weights with QoQMedForConditionalGeneration.from_qwen")
+
+def _plain_qwen_error(folder, what:str) -> ValueError:
+    return ValueError(f"{folder}: a plain Qwen2.5-VL checkpoint (no ECG weights, no time_series_token_id; the released QoQ-Med-VL-7B is "
+                      f"one): load it with transformers' Qwen2_5_VLForConditionalGeneration, or add a new ECG bridge with {what}.from_qwen(dir)")
+
+# %% ../nbs/04_model.ipynb #ea9be3ce
+@patch(cls_method=True)
+def from_pretrained(cls:QoQMedForConditionalGeneration, pretrained_model_name_or_path, # a folder saved by qoqmed or by the official code
+                    *model_args, **kwargs, # as transformers' from_pretrained (dtype, device_map, output_loading_info, ...)
+                   ) -> "QoQMedForConditionalGeneration":
+    "transformers' `from_pretrained`, which also reads checkpoints saved by the official QoQ-Med code and never leaves the ECG path random."
+    folder = Path(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+    layout = checkpoint_layout(folder) if folder is not None and folder.is_dir() else None
+    if layout == "qwen2_5_vl": raise _plain_qwen_error(folder, "QoQMedForConditionalGeneration")
+    if layout in _ECG_PREFIXES:
+        shapes = checkpoint_tensor_shapes(folder)
+        if shapes: _check_ecg_weights(folder, layout, shapes) # without safetensors headers, the check after loading still runs
+    if layout == "official":
+        if kwargs.get("config") is None: kwargs["config"] = official_config(folder, shapes)
+        kwargs["key_mapping"] = {**OFFICIAL_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
+    want_info = kwargs.pop("output_loading_info", False)
+    model, info = super(QoQMedForConditionalGeneration, cls).from_pretrained(pretrained_model_name_or_path, *model_args,
+                                                                           output_loading_info=True, **kwargs)
+    if layout in _ECG_PREFIXES:
+        missing = [k for k in info["missing_keys"] if k.startswith("model.ecg.")]
+        if missing: raise ValueError(f"{folder}: ECG weights missing from the checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
+                                     f"refusing to start them at random")
+    if layout == "official": # save_pretrained writes our layout (our config.json); save_official writes theirs
+        model._weight_conversions = [t for t in getattr(model, "_weight_conversions", None) or []
+                                     if not set(getattr(t, "_original_source_patterns", [])) & set(OFFICIAL_KEY_MAPPING)]
+    return (model, info) if want_info else model
+
+# %% ../nbs/04_model.ipynb #c9448c92
+QWEN25_VL_IMAGE_SIZE = {"shortest_edge": 3136, "longest_edge": 12845056} # Qwen2.5-VL-7B-Instruct's min_pixels / max_pixels
+
+def _official_processor(cls, folder:Path, **kwargs) -> QoQMedProcessor:
+    "A QoQMedProcessor for a folder saved by the official QoQ-Med code."
+    from transformers import AutoImageProcessor, Qwen2VLImageProcessorPil
+    # Qwen2Tokenizer directly: the official processor names its own tokenizer class, which AutoTokenizer cannot resolve
+    tokenizer = add_time_series_token(Qwen2Tokenizer.from_pretrained(folder))
+    token_id = json.loads((folder/"config.json").read_text()).get("time_series_token_id", TIME_SERIES_TOKEN_ID)
+    if tokenizer.convert_tokens_to_ids(TIME_SERIES_TOKEN) != token_id:
+        raise ValueError(f"{folder}: the tokenizer has {TIME_SERIES_TOKEN} at {tokenizer.convert_tokens_to_ids(TIME_SERIES_TOKEN)}, config.json says {token_id}")
+    if (folder/"preprocessor_config.json").is_file(): image_processor = AutoImageProcessor.from_pretrained(folder)
+    else: image_processor = Qwen2VLImageProcessorPil(size=QWEN25_VL_IMAGE_SIZE)
+    template_file = folder/"chat_template.json"
+    template = json.loads(template_file.read_text())["chat_template"] if template_file.is_file() else (tokenizer.chat_template or OFFICIAL_CHAT_TEMPLATE)
+    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=_qwen_video_processor(folder),
+               chat_template=template, n_ecg_tokens=1, **kwargs)
+
+@patch(cls_method=True)
+def from_pretrained(cls:QoQMedProcessor, pretrained_model_name_or_path, # a folder saved by qoqmed or by the official code
+                    **kwargs):
+    "transformers' `from_pretrained`, which also reads folders saved by the official QoQ-Med code (their template, one ECG token)."
+    folder = Path(pretrained_model_name_or_path)
+    layout = checkpoint_layout(folder) if folder.is_dir() else None
+    if layout == "qwen2_5_vl": raise _plain_qwen_error(folder, "QoQMedProcessor")
+    if layout == "official": return _official_processor(cls, folder, **kwargs)
+    return super(QoQMedProcessor, cls).from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+# %% ../nbs/04_model.ipynb #a69ff4a6
+OFFICIAL_AUTO_MAP = { # the auto_map an official config.json carries (the official code's own modules)
+    "AutoConfig": "configuration_time_series_qwen2_5_vl.TimeSeriesQwen2_5_VLConfig",
+    **{f"AutoModel{kind}": f"modeling_time_series_qwen2_5_vl.{OFFICIAL_ARCHITECTURE}" for kind in ("", "ForCausalLM", "ForTokenClassification", "ForVision2Seq")},
+    "AutoProcessor": "processing_time_series_qwen2_5_vl.TimeSeriesQwen2_5_VLProcessor"}
+
+# %% ../nbs/04_model.ipynb #c3813538
+def official_config_dict(config:QoQMedConfig) -> dict:
+    "A QoQMedConfig as the flat transformers-4.51 config.json the official QoQ-Med code saves and reads."
+    skip = {"architectures", "_name_or_path", "transformers_version", "model_type", "dtype", "layer_types", "id2label", "label2id",
+            "chunk_size_feed_forward", "is_encoder_decoder", "output_attentions", "output_hidden_states", "problem_type", "return_dict",
+            "rope_parameters", "pad_token_id"}
+    text = {k: v for k, v in config.text_config.to_dict().items() if k not in skip}
+    text["sliding_window"] = text.get("sliding_window") or 32768 # transformers 5 drops it while use_sliding_window is false; 4.51 wrote its default
+    vision = {k: v for k, v in config.vision_config.to_dict().items() if k not in skip}
+    rope = dict(config.text_config.rope_parameters or {})
+    dtype = str(config.dtype).removeprefix("torch.") if getattr(config, "dtype", None) is not None else "bfloat16"
+    return {"architectures": [OFFICIAL_ARCHITECTURE], "auto_map": OFFICIAL_AUTO_MAP, "model_type": "qwen2_5_vl", **text,
+            "rope_theta": rope.get("rope_theta", 1000000.0), "rope_scaling": {"type": "default", "rope_type": "default", **rope},
+            "tie_word_embeddings": config.tie_word_embeddings, "time_series_token_id": config.ecg_token_id,
+            "image_token_id": config.image_token_id, "video_token_id": config.video_token_id,
+            "vision_start_token_id": config.vision_start_token_id, "vision_end_token_id": config.vision_end_token_id,
+            "vision_token_id": 151654, "torch_dtype": dtype, "transformers_version": "4.51.3",
+            "vision_config": {**vision, "model_type": "qwen2_5_vl", "torch_dtype": dtype}}
+
+# %% ../nbs/04_model.ipynb #e9365cf1
+@patch
+def save_official(self:QoQMedProcessor, folder, # where to write (created if needed)
+                 ):
+    "Write the tokenizer, image processor settings and the official chat template as the official QoQ-Med code saves them."
+    if self.n_ecg_tokens != 1: raise ValueError(f"save_official: the official layout has 1 ECG token, this processor has n_ecg_tokens={self.n_ecg_tokens}")
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = copy.deepcopy(self.tokenizer); tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    ip, size = self.image_processor, self.image_processor.size
+    (folder/"preprocessor_config.json").write_text(json.dumps({
+        "min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"], "patch_size": ip.patch_size,
+        "temporal_patch_size": ip.temporal_patch_size, "merge_size": ip.merge_size, "image_mean": list(ip.image_mean),
+        "image_std": list(ip.image_std), "image_processor_type": "Qwen2VLImageProcessor"}, indent=2))
+    (folder/"chat_template.json").write_text(json.dumps({"chat_template": OFFICIAL_CHAT_TEMPLATE}, indent=2))
+    return folder
+
+# %% ../nbs/04_model.ipynb #8ab48a37
+@patch
+def save_official(self:QoQMedForConditionalGeneration, folder, # where to write (created if needed)
+                  processor:QoQMedProcessor=None, # also write its tokenizer, image processor settings and the official template
+                  **kwargs, # passed to save_pretrained (max_shard_size, ...)
+                 ):
+    "Save in the official QoQ-Med layout (its key names, flat config.json, chat template), for the official code."
+    if self.config.n_ecg_tokens != 1:
+        raise ValueError(f"save_official: the official layout has 1 ECG token per ECG, this model has n_ecg_tokens={self.config.n_ecg_tokens}; "
+                         f"save it with save_pretrained")
+    folder = Path(folder)
+    had, before = hasattr(self, "_weight_conversions"), getattr(self, "_weight_conversions", None)
+    self._weight_conversions = get_model_conversion_mapping(self, key_mapping=OFFICIAL_KEY_MAPPING, add_legacy=False)
+    try: self.save_pretrained(folder, **kwargs)
+    finally:
+        if had: self._weight_conversions = before
+        else: del self._weight_conversions
+    (folder/"config.json").write_text(json.dumps(official_config_dict(self.config), indent=2))
+    if processor is not None: processor.save_official(folder)
+    return folder
