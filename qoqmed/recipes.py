@@ -22,8 +22,8 @@ from .trainer import (CheckpointError, ConfigError, QoQMedGRPOConfig, QoQMedGRPO
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'INITIAL_DIR', 'INITIAL_MARKER', 'metrics_to_csv', 'MetricsFileCallback', 'plot_by_domain',
            'QuietProgressCallback', 'run_demo', 'qlora_quantization_config', 'lora_config', 'prepare_qlora_model',
-           'load_qoqmed', 'load_run_config', 'build_from_config', 'save_initial_model', 'resolve_run_checkpoint',
-           'train_from_config', 'train_main']
+           'load_qoqmed', 'load_run_config', 'set_pixel_limits', 'build_from_config', 'save_initial_model',
+           'resolve_run_checkpoint', 'train_from_config', 'train_main']
 
 # %% ../nbs/10_recipes.ipynb #70fb4f67
 def metrics_to_csv(jsonl_path) -> Path:
@@ -258,10 +258,37 @@ def load_run_config(path, # a YAML run config
     return cfg
 
 # %% ../nbs/10_recipes.ipynb #f7be664e
+def set_pixel_limits(processor, # a QoQMedProcessor (any Qwen2-VL-style processor)
+                     min_pixels:int|None=None, # fewest pixels an image or frame is resized to; None: keep the processor's
+                     max_pixels:int|None=None, # most pixels an image or frame is resized to; None: keep the processor's
+                    ):
+    "Set the pixel budget of every image and video frame the processor encodes; returns the processor."
+    from transformers.image_utils import SizeDict
+    for name, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name}: {v!r} is not a positive whole number of pixels")
+    for proc in (processor.image_processor, getattr(processor, "video_processor", None)):
+        if proc is None: continue
+        lo, hi = ifnone(min_pixels, proc.size["shortest_edge"]), ifnone(max_pixels, proc.size["longest_edge"])
+        if lo > hi: raise ValueError(f"min_pixels: {lo} is above max_pixels {hi}")
+        proc.size = SizeDict(shortest_edge=lo, longest_edge=hi)
+    return processor
+
+# %% ../nbs/10_recipes.ipynb #49d3cfde
+def _pixel_limits(model_cfg:dict) -> dict:
+    "The `model.min_pixels` / `model.max_pixels` of a run config, checked; a `ConfigError` names the bad one."
+    pixels = {k: model_cfg[k] for k in ("min_pixels", "max_pixels") if model_cfg.get(k) is not None}
+    for k, v in pixels.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ConfigError(f"model.{k}: {v!r} is not a positive whole number of pixels")
+    if len(pixels) == 2 and pixels["min_pixels"] > pixels["max_pixels"]:
+        raise ConfigError(f"model.min_pixels: {pixels['min_pixels']} is above model.max_pixels {pixels['max_pixels']}")
+    return pixels
+
 def build_from_config(cfg:dict, # from `load_run_config`
                      ) -> tuple:
     "(model, processor, peft_config) of a run config."
     m, q = cfg["model"], cfg.get("qlora") or None
+    pixels = _pixel_limits(m)
     dtype = getattr(torch, m.get("dtype", "bfloat16"))
     if m.get("tiny"):
         from qoqmed.model import tiny_qoqmed
@@ -279,6 +306,8 @@ def build_from_config(cfg:dict, # from `load_run_config`
         if q: prepare_qlora_model(model)
         processor = QoQMedProcessor.from_qwen(m["qwen"])
     else: raise ConfigError("model: set one of `tiny: true`, `path: DIR` or `qwen: DIR`")
+    try: set_pixel_limits(processor, **pixels)
+    except ValueError as e: raise ConfigError(f"model.{e} (the processor's other limit)") from None
     peft_config = lora_config(**{k: v for k, v in q.items() if k in ("r", "alpha", "dropout", "target_modules")}) if q else None
     return model, processor, peft_config
 
@@ -364,6 +393,7 @@ def train_from_config(path, # a YAML run config
     "Build model, data and trainer from a run config, train (resuming if asked), save `final/`; returns the trainer."
     cfg = load_run_config(path, overrides)
     tcfg = _training_fields(cfg, path)
+    _pixel_limits(cfg["model"])
     from accelerate import PartialState
     dist = PartialState(cpu=bool(tcfg.get("use_cpu", False)))   # the processes of this run (one, or an accelerate launch)
     resume = ifnone(resume, cfg.get("resume"))   # the run folder and the data are checked before any model loads

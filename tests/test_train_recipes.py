@@ -10,10 +10,13 @@ import torch
 from runs import ROOT, DEMO_CONFIG, qoqmed, rows, steps_of, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# what a CPU and a tiny model need; every other setting (stage, algo, beta, loss, batch and accumulation, rollouts per
-# question, schedule, gradient checkpointing) is the shipped recipe's own
+# what a CPU, a tiny model and a few demo questions need: one process and 2 questions per step instead of the recipe's
+# 8 GPUs x 128 questions (tests/test_configs_official.py checks the shipped batch). Every other setting (stage, algo, beta,
+# loss and clipping, rollouts per question, sampling, optimizer and schedule, pixel limits, gradient checkpointing) is the
+# shipped recipe's own.
 CPU = ["training.use_cpu=true", "training.bf16=false", "model.dtype=float32", "training.max_steps=1", "training.max_completion_length=12",
-       "training.save_strategy=no", "training.disable_tqdm=true", "data.check=none"]
+       "training.save_strategy=no", "training.disable_tqdm=true", "data.check=none",
+       "training.per_device_train_batch_size=10", "training.gradient_accumulation_steps=1", "training.generation_batch_size=10"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,9 @@ def test_stage2_path_route_starts_and_reference_is_qoqmed(tmp_path, data, tiny_s
     log = first_log(out)
     assert log["kl"] == 0.0 and log["drpo/rollout_kl_mean"] == 0.0, log
     assert (out / "final" / "config.json").is_file()
+    # the recipe's pixel limits (the official 65536-524288) reached the processor, which final/ keeps for evaluation
+    saved = json.loads((out / "final" / "processor_config.json").read_text())["image_processor"]["size"]
+    assert saved == {"shortest_edge": 65536, "longest_edge": 524288}, saved
 
 
 def test_reference_model_is_a_qoqmed_with_the_starting_weights(tmp_path, tiny_stage1_final, tiny_qwen):
