@@ -16,12 +16,15 @@ __all__ = ['MAX_JSON_CHARS', 'MAX_FENCED_BLOCKS', 'MAX_BOXES', 'MAX_COMPLETION_C
            'QWEN25_VL_MIN_PIXELS', 'QWEN25_VL_MAX_PIXELS', 'QWEN25_VL_FACTOR', 'REFERENCE_MIN_PIXELS',
            'REFERENCE_MAX_PIXELS', 'COMPONENTS', 'PAPER_WEIGHTS', 'REFERENCE_WEIGHTS', 'MASK_CACHE_SIZE',
            'PAPER_REWARD_FUNCS', 'PAPER_REWARD_WEIGHTS', 'REFERENCE_REWARD_FUNCS', 'REFERENCE_REWARD_WEIGHTS',
-           'parse_reasoning', 'parse_boxed', 'is_proper_box', 'ParsedCompletion', 'parse_completion', 'normalize_label',
-           'split_labels', 'label_set', 'accuracy_reward', 'MaskIntegral', 'model_input_size', 'boxes_to_original',
-           'boxes_to_model', 'processor_pixels', 'box_iou', 'iou_reward', 'format_reward', 'length_reward',
-           'aux_reward', 'combine', 'clinical_reward', 'completion_text', 'mask_integral_from_path',
-           'accuracy_reward_func', 'iou_reward_func', 'aux_reward_func', 'format_reward_func', 'length_reward_func',
-           'clinical_reward_func', 'renormalized_total']
+           'OFFICIAL_REWARD_FUNCS', 'OFFICIAL_REWARD_WEIGHTS', 'parse_reasoning', 'parse_boxed', 'is_proper_box',
+           'ParsedCompletion', 'parse_completion', 'normalize_label', 'split_labels', 'label_set', 'accuracy_reward',
+           'MaskIntegral', 'model_input_size', 'boxes_to_original', 'boxes_to_model', 'processor_pixels', 'box_iou',
+           'iou_reward', 'format_reward', 'length_reward', 'aux_reward', 'combine', 'clinical_reward',
+           'completion_text', 'mask_integral_from_path', 'accuracy_reward_func', 'iou_reward_func', 'aux_reward_func',
+           'format_reward_func', 'length_reward_func', 'clinical_reward_func', 'renormalized_total', 'official_boxed',
+           'official_conditions', 'official_accuracy', 'official_length', 'official_format', 'official_iou',
+           'official_reward', 'official_accuracy_reward_func', 'official_iou_reward_func',
+           'official_format_reward_func', 'official_length_reward_func']
 
 # %% ../nbs/05_rewards.ipynb #dc92f79b
 def parse_reasoning(text:str, # a completion
@@ -321,9 +324,8 @@ def accuracy_reward(answer:str|None, # the model's answer (content of \boxed{}),
 # %% ../nbs/05_rewards.ipynb #dd032859
 def _pixel_span(a:float, b:float, n:int) -> tuple[int, int]:
     "Pixels [start, stop) whose centres lie in [min(a,b), max(a,b)), clipped to 0…n."
-    if a > b: a, b = b, a
-    lo, hi = math.ceil(a - 0.5), math.ceil(b - 0.5)
-    return (0 if lo < 0 else n if lo > n else lo), (0 if hi < 0 else n if hi > n else hi)
+    if a > b: a, b = b, a   # clipped before math.ceil, which cannot take the ±inf a box mapped from near-overflow corners becomes
+    return (0 if a <= 0.5 else n if a > n else math.ceil(a - 0.5)), (0 if b <= 0.5 else n if b > n else math.ceil(b - 0.5))
 
 # %% ../nbs/05_rewards.ipynb #e5de54fc
 def _foreground_bounds(m:np.ndarray, # 2-D uint8
@@ -759,3 +761,250 @@ def renormalized_total(rewards_per_func, # (n, k) rewards per function, NaN wher
     ok = ~np.isnan(r)
     num, den = np.where(ok, r * w, 0.0).sum(axis=1), (ok * w).sum(axis=1)
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+# %% ../nbs/05_rewards.ipynb #37e9ef02
+_BRACES = re.compile(r"[{}]")
+
+def official_boxed(text:str, # a completion
+                  ) -> str:
+    "The official answer: the content of the last `\\boxed{` (stripped) if its brace closes, else the string 'None'."
+    start = text.rfind("\\boxed{")
+    if start < 0: return "None"
+    depth, first = 0, start + len("\\boxed{")
+    for m in _BRACES.finditer(text, first):
+        depth += 1 if m.group() == "{" else -1
+        if depth < 0: return text[first:m.start()].strip()
+    return "None"
+
+# %% ../nbs/05_rewards.ipynb #c89119a7
+_OFFICIAL_SEPARATORS = (", ", " and ", " & ", ",", "&")
+
+def official_conditions(text:str, # an answer or a ground truth
+                       ) -> set[str]:
+    "The official label set: `\\boxed{` and every `}` deleted, split on the first separator present, each part stripped."
+    text = text.replace("\\boxed{", "").replace("}", "")
+    sep = next((s for s in _OFFICIAL_SEPARATORS if s in text), None)
+    return {text.strip()} if sep is None else {part.strip() for part in text.split(sep)}
+
+# %% ../nbs/05_rewards.ipynb #d9fe0dda
+def official_accuracy(text:str, # a completion
+                      truth:str|Sequence[str], # the ground truth (a list is joined with ", ")
+                     ) -> float:
+    "The official label F1 of a completion's boxed answer (its `standard_score`)."
+    answer = official_boxed(text)
+    if answer == "None": return 0.0
+    if not isinstance(truth, str): truth = "" if truth is None else ", ".join(map(str, truth))
+    pred, true = official_conditions(answer), official_conditions(truth)
+    tp = len(pred & true)
+    if tp == 0: return 0.0
+    precision, recall = tp / len(pred), tp / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+# %% ../nbs/05_rewards.ipynb #74e823eb
+def official_length(text:str, # a completion
+                   ) -> float:
+    "The official length score of the whole completion: 0.001 · len up to 600 characters, 1 beyond."
+    return 1.0 if len(text) > 600 else len(text) * 0.001
+
+# %% ../nbs/05_rewards.ipynb #3bb10f56
+def _official_format_block(text:str) -> str:
+    "The text the official format score parses: after the first line that is exactly ```json or a bare ```, up to the next ```; else all of it."
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line == "```json" or line.strip() == "```": return "\n".join(lines[i + 1:]).split("```")[0]
+    return text
+
+def _official_literal(s:str):
+    "`ast.literal_eval` after every ' became \" (the official fallback parser); raises what it raises."
+    import ast
+    return ast.literal_eval(s.replace("'", '"'))
+
+def _official_is_box_item(item) -> bool:
+    if not (isinstance(item, dict) and "bbox_2d" in item and "label" in item): return False
+    b = item["bbox_2d"]
+    return isinstance(b, list) and len(b) == 4 and all(isinstance(c, (int, float)) for c in b)
+
+# %% ../nbs/05_rewards.ipynb #a4d66e6c
+def _official_format(text:str) -> float:
+    score = 0.0
+    if "```" in text:
+        score += 0.2
+        if "```json" in text: score += 0.1
+    block = _official_format_block(text)
+    if not block: return score
+    try:
+        value = json.loads(block); score += 0.2
+    except json.JSONDecodeError:
+        try: value = _official_literal(block); score += 0.1
+        except Exception: return score   # the official bare `except`
+    except Exception: return score       # e.g. RecursionError: the official outer `except Exception`
+    if not isinstance(value, list): return score
+    score += 0.1
+    if value: score += 0.4 * (sum(map(_official_is_box_item, value)) / len(value))
+    return score
+
+_official_format_cached = functools.lru_cache(maxsize=1024)(_official_format)
+
+def official_format(text:str, # a completion
+                   ) -> float:
+    "The official format score in [0, 1]: fences, a JSON (or literal) list, and the share of well-formed box items."
+    return _official_format_cached(text) if len(text) <= 32_768 else _official_format(text)   # the TRL functions share it
+
+# %% ../nbs/05_rewards.ipynb #637e1bf5
+def _official_fenced(text:str) -> list[str]:
+    "The bodies the official regex ```(?:json)?\\s*([\\s\\S]*?)``` finds, in order."
+    out, i = [], 0
+    while (a := text.find("```", i)) >= 0:
+        p = a + 3
+        if text.startswith("json", p) and text.find("```", p + 4) >= 0: p += 4
+        m = _NON_SPACE.search(text, p); p = m.start() if m else len(text)   # \s*: leading whitespace is not part of the body
+        b = text.find("```", p)
+        if b < 0: break
+        out.append(text[p:b]); i = b + 3
+    return out
+
+def _official_json_uncached(text:str):
+    blocks = _official_fenced(text)
+    for body in blocks:
+        try: return json.loads(body.strip())
+        except json.JSONDecodeError: continue
+        except RecursionError: return None   # the official code raises here; we score IoU 0
+    for body in blocks:
+        try: return _official_literal(body.strip())
+        except Exception: continue
+    return None
+
+_official_json_cached = functools.lru_cache(maxsize=1024)(_official_json_uncached)
+
+def _official_json(text:str):
+    "The value the official box extraction reads from a completion (None when no block parses); cached for texts up to 32k."
+    return _official_json_cached(text) if len(text) <= 32_768 else _official_json_uncached(text)
+
+def _official_predicted(value) -> list:
+    "The `bbox_2d` values of the parsed JSON, as the official code collects them; raises where it raises."
+    if isinstance(value, list): return [it["bbox_2d"] for it in value if isinstance(it, dict) and "bbox_2d" in it]
+    if isinstance(value, dict):
+        if "bbox_2d" in value: return [value["bbox_2d"]]
+        if "objects_of_interest" in value:
+            return [it["bbox_2d"] for it in value["objects_of_interest"] if isinstance(it, dict) and "bbox_2d" in it]
+    return []
+
+# %% ../nbs/05_rewards.ipynb #862de246
+def _official_corners(b, height:int, width:int) -> tuple[int, int, int, int]:
+    "A box's corners as the official mask branch reads them: int(), clipped to the mask, reordered."
+    x1, y1 = max(0, min(int(b[0]), width - 1)), max(0, min(int(b[1]), height - 1))
+    x2, y2 = max(0, min(int(b[2]), width - 1)), max(0, min(int(b[3]), height - 1))
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+def _official_mask_iou(boxes:list, fg:np.ndarray) -> tuple[float, bool]:
+    "Mean IoU of the boxes with a (channels, height, width) boolean mask, as the official float32 torch code computes it."
+    f32, channels, (height, width) = np.float32, fg.shape[0], fg.shape[1:]
+    total, is_f32, area = 0.0, False, int(fg.sum())
+    for b in boxes:
+        if len(b) < 4: continue                  # counted in the mean all the same (defect 8)
+        try: x1, y1, x2, y2 = _official_corners(b, height, width)
+        except Exception: continue
+        if x1 < x2 and y1 < y2: inside, pixels = int(fg[:, y1:y2 + 1, x1:x2 + 1].sum()), (y2 - y1 + 1) * (x2 - x1 + 1)
+        else: inside, pixels = 0, 0              # a flat box covers no pixel
+        union = channels * pixels + area - inside
+        total = f32(total) + f32(inside) / f32(union)
+        is_f32 = True
+    return (f32(total) / f32(len(boxes)), True) if is_f32 else (total / len(boxes), False)
+
+def _official_box_iou(boxes:list, bbox) -> float:
+    "Mean IoU of the boxes with a ground-truth box, with the official `.tolist()`-in-the-loop defect (2+ boxes: 0)."
+    total, converted = 0.0, False
+    for p in boxes:
+        if len(p) < 4: continue
+        if converted: return 0.0                 # the official `.tolist()` on a list raises; its caller returns 0
+        g, converted = np.asarray(bbox, dtype=np.float32).tolist(), True
+        x1, y1, x2, y2 = max(p[0], g[0]), max(p[1], g[1]), min(p[2], g[2]), min(p[3], g[3])
+        if x1 >= x2 or y1 >= y2: iou = 0.0
+        else:
+            inter = (x2 - x1) * (y2 - y1)
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
+            iou = inter / union if union > 0 else 0.0
+        total += iou
+    return total / len(boxes)
+
+def _official_iou(text:str, mask, bbox) -> tuple[float, bool]:
+    "(official IoU score, whether it is a float32 number)."
+    value = _official_json(text)
+    if not value: return 0.0, False
+    try:
+        boxes = _official_predicted(value)
+        if not boxes: return 0.0, False
+        if not isinstance(boxes[0], list): boxes = [boxes]   # the official "single box" guess (defect 5)
+        fg = None if mask is None else np.asarray(mask)
+        if fg is not None and fg.sum() > 0:
+            fg = fg > 0
+            if fg.ndim == 2: fg = fg[None]
+            elif fg.ndim != 3: raise ValueError("mask")
+            return _official_mask_iou(boxes, fg)
+        if bbox is not None: return _official_box_iou(boxes, bbox), False
+        return 0.0, False
+    except Exception: return 0.0, False   # the official bare `except`: any error is IoU 0
+
+# %% ../nbs/05_rewards.ipynb #21b065b9
+def official_iou(text:str, # a completion
+                 *, mask:np.ndarray|None=None, # ground-truth mask (height, width) or (channels, height, width), in the boxes' pixels
+                 bbox:Sequence[float]|None=None, # ground-truth box [x1, y1, x2, y2], used when the mask is absent or empty
+                ) -> float:
+    "The official IoU score of a completion's boxes: mean over its `bbox_2d` entries, 0 without ground truth."
+    return float(_official_iou(text, mask, bbox)[0])
+
+# %% ../nbs/05_rewards.ipynb #44475855
+def official_reward(text:str, # the completion
+                    truth:str|Sequence[str], # the ground truth
+                    *, mask:np.ndarray|None=None, # ground-truth mask, in the boxes' pixels
+                    bbox:Sequence[float]|None=None, # ground-truth box, in the boxes' pixels
+                   ) -> dict[str, float]:
+    "The official QoQ-Med reward of one completion (`medical_compute_score`): overall and each component, defects included."
+    text = text if type(text) is str else completion_text(text)
+    acc, fmt, length = official_accuracy(text, truth), official_format(text), official_length(text)
+    iou, is_f32 = _official_iou(text, mask, bbox)
+    if is_f32:
+        f32 = np.float32
+        overall = f32(f32(f32(f32(0.5 * acc) + f32(0.3) * iou) + f32(0.1 * fmt)) + f32(0.1 * length))
+    else: overall = 0.5 * acc + 0.3 * iou + 0.1 * fmt + 0.1 * length
+    return {"overall": float(overall), "accuracy": acc, "iou": float(iou), "format": fmt, "length": length}
+
+# %% ../nbs/05_rewards.ipynb #dfebffcd
+@functools.lru_cache(maxsize=MASK_CACHE_SIZE)
+def _official_mask(path:str, mask_loader:Callable|None=None) -> np.ndarray:
+    if mask_loader is None: from qoqmed.media import load_mask as mask_loader
+    return np.asarray(mask_loader(str(path)))
+
+def official_accuracy_reward_func(prompts:list, completions:list, # TRL's prompts (unused) and completions
+                                  **kwargs, # dataset columns: answer (required)
+                                 ) -> list[float]:
+    "TRL reward: the official label F1 against the `answer` column."
+    if kwargs.get("answer") is None: raise KeyError("official_accuracy_reward_func: the dataset needs an 'answer' column")
+    return [official_accuracy(completion_text(c), a) for c, a in zip(completions, kwargs["answer"])]
+
+# %% ../nbs/05_rewards.ipynb #9d557ce5
+def official_iou_reward_func(prompts:list, completions:list, # TRL's prompts (unused) and completions
+                             *, mask_loader:Callable|None=None, # path -> 2-D array; default qoqmed.media.load_mask
+                             **kwargs, # dataset columns: segmentation_path, bbox
+                            ) -> list[float]:
+    "TRL reward: the official IoU score (0 without ground truth)."
+    n = len(completions)
+    paths, boxes = _column(kwargs, "segmentation_path", n), _column(kwargs, "bbox", n)
+    return [official_iou(completion_text(c), mask=_official_mask(paths[i], mask_loader) if paths[i] else None, bbox=boxes[i])
+            for i, c in enumerate(completions)]
+
+# %% ../nbs/05_rewards.ipynb #f67c3c92
+def official_format_reward_func(prompts:list, completions:list, # TRL's prompts (unused) and completions
+                                **kwargs) -> list[float]:
+    "TRL reward: the official format score."
+    return [official_format(completion_text(c)) for c in completions]
+
+# %% ../nbs/05_rewards.ipynb #6159aa5b
+def official_length_reward_func(prompts:list, completions:list, # TRL's prompts (unused) and completions
+                                **kwargs) -> list[float]:
+    "TRL reward: the official length score of the whole completion."
+    return [official_length(completion_text(c)) for c in completions]
+
+# %% ../nbs/05_rewards.ipynb #f0c8f101
+OFFICIAL_REWARD_FUNCS = [official_accuracy_reward_func, official_iou_reward_func, official_format_reward_func, official_length_reward_func]
+OFFICIAL_REWARD_WEIGHTS = [0.5, 0.3, 0.1, 0.1]

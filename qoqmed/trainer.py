@@ -21,10 +21,10 @@ import qoqmed.rewards as rewards
 from .trl_data import logger, encode_prompt, strip_media, collate_media, default_reward_funcs
 
 # %% auto #0
-__all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'DRPO_STATE_NAME', 'GENERATION_CYCLE_NAME', 'COMPLETE_MARKER',
+__all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'REWARD_TOTALS', 'DRPO_STATE_NAME', 'GENERATION_CYCLE_NAME', 'COMPLETE_MARKER',
            'CHECKPOINT_FORMAT', 'ConfigError', 'QoQMedGRPOConfig', 'check_vllm_data', 'tiny_run_config',
            'toy_text_reward', 'reference_source', 'build_reference_model', 'apply_stage', 'QoQMedGRPOTrainer',
-           'completion_logps', 'rollout_kl', 'atomic_torch_save', 'atomic_write_text', 'file_checksum',
+           'completion_logps', 'total_rewards', 'rollout_kl', 'atomic_torch_save', 'atomic_write_text', 'file_checksum',
            'checkpoint_manifest', 'CheckpointError', 'UnsafeCheckpointError', 'pickle_globals', 'unsafe_globals',
            'check_checkpoint_safe', 'checkpoint_problems', 'last_complete_checkpoint', 'find_resume_checkpoint',
            'verify_resume_checkpoint', 'prune_checkpoints', 'safe_torch_load', 'load_checkpoint_weights',
@@ -35,7 +35,8 @@ ALGOS = ("grpo",) + tuple(k for k in PRESETS if k != "grpo")   # grpo, drpo, drp
 
 # %% ../nbs/09_trainer.ipynb #80325180
 STAGES = ("stage1", "stage2")
-REWARD_PRESETS = ("paper", "reference")
+REWARD_PRESETS = ("paper", "reference", "official")
+REWARD_TOTALS = ("renormalized", "sum")
 
 # %% ../nbs/09_trainer.ipynb #9a611286
 class ConfigError(ValueError):
@@ -54,7 +55,8 @@ class QoQMedGRPOConfig(GRPOConfig):
     drpo_domain_mean: str | None = field(default=None, metadata={"help": "μ_d: `paper` (mean reward of the domain's rollouts) or `reference` (the official code's); None: the preset's."})
     drpo_history_size: int | None = field(default=1024, metadata={"help": "Questions per domain reclustered exactly; beyond, a uniform reservoir of this size (flat cost). None: always exact."})
     drpo_seed: int = field(default=0, metadata={"help": "Seed of DRPO's K-means and reservoir (the same on every rank)."})
-    reward_preset: str = field(default="paper", metadata={"help": "`paper`: accuracy/IoU/aux weighted 0.6/0.2/0.2; `reference`: the official code's 0.5 accuracy + 0.3 mean IoU + 0.1 format + 0.1 length."})
+    reward_preset: str = field(default="paper", metadata={"help": "`paper`: accuracy/IoU/aux weighted 0.6/0.2/0.2; `reference`: the official code's 0.5 accuracy + 0.3 mean IoU + 0.1 format + 0.1 length on our components; `official`: the official reward itself, defects included."})
+    reward_total: str | None = field(default=None, metadata={"help": "A rollout's total reward for DRPO and the per-domain logs: `renormalized` (weighted mean over the reward functions that apply, as `clinical_reward`) or `sum` (TRL's weighted nansum: no mask or box caps it at 1 - the IoU weight). None: `sum` for the `official` preset, else `renormalized`. Under algo='grpo' the advantage is TRL's, from its sum."})
     stage: str | None = field(default=None, metadata={"help": "Freezing preset of `qoqmed.model`: `stage1` (vision tower frozen), `stage2` (everything trainable), or None (leave the model as it is)."})
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the vision tower frozen (also in `stage2`)."})
     max_frames: int = field(default=8, metadata={"help": "Frames sampled evenly from each 3-D study."})
@@ -67,12 +69,15 @@ class QoQMedGRPOConfig(GRPOConfig):
         if self.algo not in ALGOS: bad("algo", f"{self.algo!r} is not one of {ALGOS}")
         if self.stage is not None and self.stage not in STAGES: bad("stage", f"{self.stage!r} is not one of {STAGES} or None")
         if self.reward_preset not in REWARD_PRESETS: bad("reward_preset", f"{self.reward_preset!r} is not one of {REWARD_PRESETS}")
+        if self.reward_total is None: self.reward_total = "sum" if self.reward_preset == "official" else "renormalized"
+        if self.reward_total not in REWARD_TOTALS: bad("reward_total", f"{self.reward_total!r} is not one of {REWARD_TOTALS} or None")
         if self.drpo_domain_mean not in (None, "paper", "reference"): bad("drpo_domain_mean", f"{self.drpo_domain_mean!r} is not 'paper', 'reference' or None")
         if not 0 < self.drpo_kl_quantile < 1: bad("drpo_kl_quantile", f"{self.drpo_kl_quantile} must lie in (0, 1)")
         if self.drpo_max_clusters < 1: bad("drpo_max_clusters", f"{self.drpo_max_clusters} must be >= 1")
         if self.max_frames < 1: bad("max_frames", f"{self.max_frames} must be >= 1")
         if self.reward_weights is None:
-            self.reward_weights = list(rewards.PAPER_REWARD_WEIGHTS if self.reward_preset == "paper" else rewards.REFERENCE_REWARD_WEIGHTS)
+            self.reward_weights = list({"paper": rewards.PAPER_REWARD_WEIGHTS, "reference": rewards.REFERENCE_REWARD_WEIGHTS,
+                                        "official": rewards.OFFICIAL_REWARD_WEIGHTS}[self.reward_preset])
         super().__post_init__()
         if self.algo != "grpo":   # DRPO replaces TRL's advantage: TRL's options for it would be accepted and silently do nothing
             if self.scale_rewards != "group":
@@ -334,6 +339,21 @@ def _calculate_rewards(self:QoQMedGRPOTrainer, inputs, prompts, completions, com
     self._last_rewards_per_func = rewards_per_func
     return rewards_per_func
 
+# %% ../nbs/09_trainer.ipynb #ac9126a9
+def total_rewards(rewards_per_func:torch.Tensor, # (rollouts, functions) TRL's gathered matrix, NaN where a function returned None
+                  weights, # the functions' weights (TRL's `reward_weights`)
+                  how:str="renormalized", # "renormalized" (weighted mean over the functions that apply) or "sum" (TRL's nansum)
+                 ) -> torch.Tensor:
+    "Each rollout's total reward; NaN where no function scored it (or, renormalised, where those that did all weigh 0)."
+    if how not in REWARD_TOTALS: raise ValueError(f"reward_total: {how!r} is not one of {REWARD_TOTALS}")
+    r = rewards_per_func
+    w = torch.as_tensor(weights, dtype=r.dtype, device=r.device).unsqueeze(0)
+    ok = ~torch.isnan(r)
+    weighted = (r * w).nansum(1)
+    if how == "sum": return weighted.masked_fill(~ok.any(1), torch.nan)
+    mass = (ok * w).sum(1)
+    return torch.where(mass > 0, weighted / mass.where(mass > 0, torch.ones_like(mass)), torch.full_like(mass, torch.nan))
+
 # %% ../nbs/09_trainer.ipynb #6134abdc
 def rollout_kl(ref_logps:torch.Tensor, # (B, T) reference log-probs of the completion tokens
                policy_logps:torch.Tensor, # (B, T) policy log-probs of the same tokens
@@ -368,9 +388,8 @@ def _reference_and_policy_logps(self:QoQMedGRPOTrainer, output:dict):
 def _apply_drpo(self:QoQMedGRPOTrainer, output:dict, domains:list):
     "Replace TRL's advantages in `output` by DRPO's on the global batch; return (advantages, DRPO statistics)."
     device, G = self.accelerator.device, self.num_generations
-    rpf = self._last_rewards_per_func
-    unscorable = torch.isnan(rpf).all(1)
-    r = (rpf * self.reward_weights.to(device).unsqueeze(0)).nansum(1).masked_fill(unscorable, torch.nan)   # NaN: left out by DRPO
+    r = total_rewards(self._last_rewards_per_func, self.reward_weights, self.args.reward_total)
+    unscorable = torch.isnan(r)   # nothing scored the rollout: left out by DRPO
     groups = torch.arange(len(r), device=device) // G
     kl = None
     if self.drpo.config.kl_damping:
@@ -403,7 +422,7 @@ _STAT_NAMES = dict(questions_seen="N_d", mean_reward="mu_d", domain_temperature=
 def _log_domains(self:QoQMedGRPOTrainer, domains:list, adv, stats:dict, mode:str):
     "Per-domain reward components, counts, advantages and DRPO statistics into TRL's metrics."
     rpf = self._last_rewards_per_func
-    r = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(1).masked_fill(torch.isnan(rpf).all(1), torch.nan)
+    r = total_rewards(rpf, self.reward_weights, self.args.reward_total)
     m = self._metrics[mode]
     dstats = stats.get("domains", {}) if stats else {}
     for d in sorted(set(domains)):

@@ -169,11 +169,13 @@ def collate_media(rows:Sequence[dict], # per-sample media tensors
     return out
 
 # %% ../nbs/08_trl_data.ipynb #b271bb11
-def default_reward_funcs(preset:str="paper", # "paper" or "reference"
+def default_reward_funcs(preset:str="paper", # "paper", "reference" or "official"
                          processor=None, # the processor; its resize rule maps predicted boxes back to the original image
                         ) -> list:
-    "The reward functions of a preset, with the IoU function bound to the processor's resize rule."
-    funcs = list(rewards.PAPER_REWARD_FUNCS if preset == "paper" else rewards.REFERENCE_REWARD_FUNCS)
-    if processor is None: return funcs
+    "The reward functions of a preset, with the IoU function bound to the processor's resize rule (not for `official`)."
+    presets = {"paper": rewards.PAPER_REWARD_FUNCS, "reference": rewards.REFERENCE_REWARD_FUNCS, "official": rewards.OFFICIAL_REWARD_FUNCS}
+    if preset not in presets: raise ValueError(f"reward preset: {preset!r} is not one of {tuple(presets)}")
+    funcs = list(presets[preset])
+    if processor is None or preset == "official": return funcs
     px = rewards.processor_pixels(processor)
     return [functools.partial(f, **px) if getattr(f, "func", f) is rewards.iou_reward_func else f for f in funcs]

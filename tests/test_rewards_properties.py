@@ -1,6 +1,6 @@
 """Property tests for `qoqmed.rewards`: every component is total (any string in, a finite number in [0, 1] out),
 the mask IoU equals brute-force rasterisation, the box mapping is the processor's rule, and parsing stays linear on
-adversarial input. 10,500 completions in all go through every component (derandomized, so CI is deterministic)."""
+adversarial input. 10,500 completions in all go through every component (the official preset's included) (derandomized, so CI is deterministic)."""
 import math, time
 import numpy as np
 import pytest
@@ -10,13 +10,15 @@ from qoqmed.rewards import _scan_boxed
 from qoqmed.rewards import (MaskIntegral, parse_completion, parse_boxed, parse_reasoning, accuracy_reward, iou_reward,
     format_reward, length_reward, aux_reward, clinical_reward, box_iou, boxes_to_original, boxes_to_model,
     model_input_size, accuracy_reward_func, iou_reward_func, aux_reward_func, format_reward_func, length_reward_func,
-    clinical_reward_func, label_set, REFERENCE_WEIGHTS, PAPER_WEIGHTS, QWEN25_VL_MIN_PIXELS, QWEN25_VL_MAX_PIXELS)
+    clinical_reward_func, label_set, REFERENCE_WEIGHTS, PAPER_WEIGHTS, QWEN25_VL_MIN_PIXELS, QWEN25_VL_MAX_PIXELS,
+    official_reward, official_accuracy_reward_func, official_iou_reward_func, official_format_reward_func, official_length_reward_func)
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 # one fixed 512 x 640 mask (its summed-area table built once, as the TRL functions cache it per path)
 MASK = np.zeros((512, 640), dtype=bool); MASK[300:460, 60:260] = True; MASK[50:80, 500:600] = True
 INTEGRAL = MaskIntegral(MASK)
+MASK3 = MASK[None].astype(np.float32)   # the official loader's (1, H, W) float mask
 CHOICES = ["Normal sinus rhythm", "Atrial fibrillation", "Left bundle branch block", "Inferior myocardial infarction"]
 COUNTS = {"completions": 0}
 model_input_size((640, 512))   # imports transformers' smart_resize once, before any timed test
@@ -52,6 +54,11 @@ def check_all_components(text:str, truth:str="pleural effusion"):
         for v in f(**batch): _ok(v, f.__name__)
     iou = iou_reward_func(**batch)
     _ok(iou[0], "iou_reward_func"); assert iou[1] is None
+    # the official preset (its defects reproduced, but total all the same)
+    for kw in (dict(mask=MASK), dict(mask=MASK3), dict(bbox=[60, 300, 260, 460]), {}):
+        for k, v in official_reward(text, truth, **kw).items(): _ok(v, f"official {k}")
+    for f in (official_accuracy_reward_func, official_format_reward_func, official_length_reward_func, official_iou_reward_func):
+        for v in f(**batch): _ok(v, f.__name__)
 
 # --- strategies ---------------------------------------------------------------------------------------------------
 FRAGMENTS = ["<think>", "</think>", "```", "```json\n", "\n```", "\\boxed{", "\\boxed {", "{", "}", "[", "]", "(", ")",

@@ -80,3 +80,19 @@ def test_default_mask_loader_reads_a_png(tmp_path):
     assert mask_integral_from_path.cache_info().misses == 1
     with pytest.raises(data.DataError, match="missing.png"):
         iou_reward_func(prompts=["q"], completions=[CXR], segmentation_path=[str(tmp_path / "missing.png")])
+
+def test_official_preset_inside_trl_calculate_rewards():
+    "The official preset's functions in TRL: IoU 0 (not NaN) without ground truth, and TRL's weighted sum is the official total."
+    from qoqmed.rewards import OFFICIAL_REWARD_FUNCS, OFFICIAL_REWARD_WEIGHTS, official_iou_reward_func, official_reward
+    funcs = [functools.partial(f, mask_loader=lambda path: MASK) if f is official_iou_reward_func else f for f in OFFICIAL_REWARD_FUNCS]
+    trainer, _ = _stand_in_trainer(funcs)
+    rows, prompts, completions = _inputs()
+    rows[0]["answer"] = "Pleural effusion"
+    out = GRPOTrainer._calculate_rewards(trainer, rows, prompts, completions, [[1, 2]] * 2)
+    assert trainer.reward_func_names == ["official_accuracy_reward_func", "official_iou_reward_func",
+                                         "official_format_reward_func", "official_length_reward_func"]
+    assert not torch.isnan(out).any() and out[1, 1].item() == 0.0
+    total = (out * torch.tensor(OFFICIAL_REWARD_WEIGHTS)).nansum(dim=1)
+    expected = [official_reward(CXR, "Pleural effusion", mask=MASK)["overall"], official_reward(ECG, "D")["overall"]]
+    assert abs(total[0].item() - expected[0]) < 1e-6 and abs(total[1].item() - expected[1]) < 1e-6
+    assert abs(expected[0] - (0.5 + 0.3 * 22_400 / 41_961 + 0.1 + 0.1 * 0.001 * len(CXR))) < 1e-6   # one box, filled inclusively: 201 x 161 pixels

@@ -8,6 +8,7 @@ import torch
 from qoqmed.data import read_jsonl, DEMO_DATA
 from qoqmed.drpo import DRPOAdvantage
 from qoqmed.train import (ALGOS, QoQMedGRPOTrainer, build_trl_dataset, default_reward_funcs, tiny_run_config, toy_text_reward)
+from qoqmed.trainer import total_rewards
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +18,15 @@ def data():
     return ds
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-def test_algo_one_step(algo, data, tmp_path):
+CASES = [(algo, None) for algo in ALGOS] + [("drpo", "sum")]
+
+@pytest.mark.parametrize("algo,reward_total", CASES, ids=[a if t is None else f"{a}-{t}" for a, t in CASES])
+def test_algo_one_step(algo, reward_total, data, tmp_path):
     from qoqmed.model import tiny_qoqmed
     model, processor = tiny_qoqmed(seed=0)
     funcs = default_reward_funcs("paper", processor) + [toy_text_reward]
-    args = tiny_run_config(tmp_path, steps=1, algo=algo, reward_weights=[0.6, 0.2, 0.2, 1.0])
+    args = tiny_run_config(tmp_path, steps=1, algo=algo, reward_weights=[0.6, 0.2, 0.2, 1.0], reward_total=reward_total)
+    assert args.reward_total == (reward_total or "renormalized")
     trainer = QoQMedGRPOTrainer(model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=processor)
     captured = {}
     if trainer.drpo is not None:
@@ -50,6 +54,13 @@ def test_algo_one_step(algo, data, tmp_path):
     else:
         check = DRPOAdvantage(args.drpo_config()); check.load_state_dict(captured["state"])
         rewards, groups, domains = captured["args"]
+        rpf, w = trainer._last_rewards_per_func.cpu(), torch.tensor([0.6, 0.2, 0.2, 1.0])
+        ecg = torch.tensor([d == "ecg" for d in domains])
+        assert torch.isnan(rpf[ecg, 1]).all() and not torch.isnan(rpf[~ecg, 1]).any()   # the ECG has no box: its IoU is None
+        torch.testing.assert_close(rewards, total_rewards(rpf, w, args.reward_total))
+        if args.reward_total == "renormalized":   # the weighted mean over the functions that apply: 1.8 of the weight for the ECG, 2.0 with a box
+            torch.testing.assert_close(rewards, (rpf * w).nansum(1) / torch.where(ecg, 1.8, 2.0))
+        else: torch.testing.assert_close(rewards, (rpf * w).nansum(1))
         torch.testing.assert_close(adv, check(rewards, groups, domains, kl=captured["kl"]))
         assert (captured["kl"] is not None) == (algo == "drpo")   # only full DRPO damps by the KL
         assert logs["drpo/kl_damping_active"] == float(algo == "drpo")
