@@ -4,11 +4,11 @@ there for readers (on GitHub, in JupyterLab, in the docs).
     python scripts/run_notebooks.py nbs/00_media.ipynb [more.ipynb ...]   # then: nbdev_clean
 
 Cells flagged with a `tst_flags` flag (`#| slow`, `#| gpu`) and the closing `nbdev_export()` cell are not run (their saved
-outputs are dropped), exactly as `nbdev_test` skips them. A cell with `#| output: false` (Quarto's directive: no output in
+outputs are dropped), exactly as `nbdev_test` skips them. tqdm progress bars on stderr are not saved. A cell with `#| output: false` (Quarto's directive: no output in
 the docs) runs but keeps no output. An output over `--max-kb` (default 300 KB) is dropped with a note, so a notebook never
 swells with a huge image or table. Stops at the first failing cell, printing its traceback.
 """
-import argparse, base64, json, os, sys
+import argparse, base64, json, os, re, sys
 from pathlib import Path
 
 
@@ -20,6 +20,17 @@ def _flags(cell) -> set:
         if not s.startswith("#|"): break
         out.update(s[2:].replace(":", " ").split())
     return out
+
+
+_PROGRESS = re.compile(r"\d+%\|.*\|")   # a tqdm bar: "Loading weights:  50%|#####     | 43/86 [...]"
+
+def _without_progress(output):
+    "A stderr stream without tqdm progress bars (they teach nothing and change every run); None if nothing else is left."
+    if output.get("output_type") != "stream" or output.get("name") != "stderr": return output
+    text = "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+    lines = [l for l in re.split(r"[\r\n]", text) if l.strip() and not _PROGRESS.search(l)]
+    if not lines: return None
+    return {**output, "text": "\n".join(lines) + "\n"}
 
 
 def _size(output) -> int:
@@ -49,6 +60,8 @@ def run(path:Path, skip:set, max_kb:int) -> None:
         if "output" in words and "false" in words: cell.outputs = []
         kept = []
         for o in cell.get("outputs", []):
+            o = _without_progress(o)
+            if o is None: continue
             if _size(o) > max_kb * 1024:
                 kept.append(dict(output_type="stream", name="stdout", text=[f"[output of {_size(o) // 1024} KB not saved]\n"]))
             else: kept.append(o)
