@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 # %% auto #0
-__all__ = ['MAX_VOXELS', 'ECG_LEADS', 'STANDARD_12_LEADS', 'ECG_FS_RANGE_HZ', 'ECG_MIN_SECONDS', 'ECG_FLAT_MV', 'DataError',
-           'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg', 'flat_ecg_leads', 'load_mask',
+__all__ = ['MAX_VOXELS', 'MAX_PIXELS', 'ECG_LEADS', 'STANDARD_12_LEADS', 'ECG_FS_RANGE_HZ', 'ECG_MIN_SECONDS', 'ECG_FLAT_MV',
+           'DataError', 'load_image', 'load_volume', 'normalize_lead_name', 'load_ecg', 'flat_ecg_leads', 'load_mask',
            'validate_box']
 
 # %% ../nbs/00_media.ipynb #8f7a4079
@@ -39,6 +39,19 @@ def _check_size(n_values:int, what:str, path):
     if n_values > MAX_VOXELS:
         raise DataError(f"too large to decode: the header declares {what} ({n_values:.3g} values; the limit MAX_VOXELS is {MAX_VOXELS:.3g})", path)
 
+def _env_pixels(default:int=2**26) -> int:
+    v = os.environ.get("QOQMED_MAX_PIXELS", "").strip()
+    try: return int(float(v)) if v else default
+    except ValueError: raise ValueError(f"QOQMED_MAX_PIXELS={v!r} is not a number of pixels") from None
+
+MAX_PIXELS = _env_pixels() # the most pixels one 2-D image or frame may have (env QOQMED_MAX_PIXELS; read at each call)
+
+def _check_pixels(width:int, height:int, path):
+    "Refuse a 2-D image or frame of more than `MAX_PIXELS` pixels, from its header, before decoding."
+    if int(width) * int(height) > MAX_PIXELS:
+        raise DataError(f"image of {int(width)}x{int(height)} pixels ({int(width) * int(height):,}) exceeds the pixel budget MAX_PIXELS "
+                        f"= {MAX_PIXELS:,}; raise it with the environment variable QOQMED_MAX_PIXELS or qoqmed.media.MAX_PIXELS", path)
+
 @contextmanager
 def _decoding(path):
     "Turn a `MemoryError` while decoding `path` into a `DataError` naming it."
@@ -59,7 +72,9 @@ def _is_dicom(path) -> bool:
     except (OSError, ValueError): return False
 
 def _read_dicom(path, **kwargs):
+    "The DICOM dataset; values over 4 KiB (the pixel data) stay in the file until used."
     import pydicom
+    kwargs.setdefault("defer_size", 4096)
     try: return pydicom.dcmread(str(path), **kwargs)
     except MemoryError: raise
     except Exception as e: raise DataError(f"not a readable DICOM file ({type(e).__name__}: {e})", path) from None
@@ -81,36 +96,67 @@ def _header_int(ds, key, default, path, minimum=None) -> int:
 def _n_frames(ds, path) -> int: return _header_int(ds, "NumberOfFrames", 1, path, minimum=1)
 
 # %% ../nbs/00_media.ipynb #dd9c8bc8
-def _check_pixel_length(ds, path, header:str, cols:int, samples:int):
-    "Refuse uncompressed pixel data longer than the header describes by a row or more."
+def _pixel_bytes(ds) -> int|None:
+    "The length in bytes of the (possibly deferred, not yet read) PixelData; `None` when undefined (encapsulated)."
+    el = ds.get_item("PixelData", keep_deferred=True)
+    n = getattr(el, "length", None)
+    if n is None: n = len(el.value or b"")
+    return None if n == 0xFFFFFFFF else int(n)
+
+def _is_native(ds) -> bool:
     from pydicom.uid import UncompressedTransferSyntaxes
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    native = "PixelData" in ds and (ts is None or ts in UncompressedTransferSyntaxes)
-    if native:  # pydicom keeps quiet about data beyond what the header describes: a wrong Rows/Columns or NumberOfFrames
-        from pydicom.pixels.utils import get_expected_length
-        excess = len(ds.PixelData) - get_expected_length(ds, unit="bytes")
-        if excess >= max(2, cols * samples * int(ds.get("BitsAllocated", 8) or 8) // 8):
-            raise DataError(f"the pixel data holds {excess} bytes more than {header} describe; the header is wrong", path)
+    return "PixelData" in ds and (ts is None or ts in UncompressedTransferSyntaxes)
 
-def _dicom_pixels(ds, path) -> np.ndarray:
-    "The decoded pixel array (frames first for multi-frame; colour converted to RGB), checked against Rows, Columns, NumberOfFrames."
+def _check_pixel_length(ds, path, header:str, cols:int, samples:int, whole:bool=True):
+    "Refuse uncompressed pixel data longer than the header describes by a row or more (or, when frames are decoded one by one, shorter)."
+    if not _is_native(ds): return
+    from pydicom.pixels.utils import get_expected_length
+    expected, actual = get_expected_length(ds, unit="bytes"), _pixel_bytes(ds)
+    if actual is None: return
+    excess = actual - expected  # pydicom keeps quiet about data beyond what the header describes: a wrong Rows/Columns or NumberOfFrames
+    if excess >= max(2, cols * samples * int(ds.get("BitsAllocated", 8) or 8) // 8):
+        raise DataError(f"the pixel data holds {excess} bytes more than {header} describe; the header is wrong", path)
+    if not whole and excess < 0:  # decoding the whole array would fail; decoding one frame would not notice
+        raise DataError(f"the pixel data holds {-excess} bytes fewer than {header} describe (truncated, or the header is wrong)", path)
+
+def _check_frame_count(ds, path, header:str, frames:int):
+    "Encapsulated (compressed) pixel data: refuse when it holds another number of frames than NumberOfFrames says."
+    if _is_native(ds) or "PixelData" not in ds: return
+    from pydicom.encaps import generate_frames
+    n = sum(1 for _ in generate_frames(ds.PixelData, number_of_frames=frames))  # frame boundaries only; nothing is decoded
+    if n != frames: raise DataError(f"the pixel data holds {n} frames but {header} say {frames}; the header is wrong", path)
+
+def _decode_frame(ds, path, index:int) -> np.ndarray:
+    "Decode frame `index` only, reading it from the file (so the other frames' bytes are never held); else from the dataset."
+    from pydicom.pixels import pixel_array
+    try: return pixel_array(str(path), index=index)
+    except MemoryError: raise
+    except Exception: return pixel_array(ds, index=index)
+
+def _dicom_pixels(ds, path, index:int|None=None) -> np.ndarray:
+    "The decoded pixel array (frames first for multi-frame; colour converted to RGB), checked against Rows, Columns, NumberOfFrames; `index`: that frame only."
     if not _has_pixels(ds):
         what = "it holds a waveform (ECG); use load_ecg" if "WaveformSequence" in ds else "truncated, or not an image object"
         raise DataError(f"DICOM file has no pixel data ({what})", path)
-    if "PixelData" in ds and not ds.PixelData: raise DataError("the pixel data is empty (0 bytes)", path)
+    if "PixelData" in ds and _pixel_bytes(ds) == 0: raise DataError("the pixel data is empty (0 bytes)", path)
     rows, cols = _header_int(ds, "Rows", None, path, minimum=1), _header_int(ds, "Columns", None, path, minimum=1)
     frames, samples = _n_frames(ds, path), _header_int(ds, "SamplesPerPixel", 1, path, minimum=1)
     _check_size(rows * cols * frames * samples, f"{frames} frame(s) of {cols}x{rows}x{samples}", path)
+    _check_pixels(cols, rows, path)
     header = f"Rows {rows}, Columns {cols}, NumberOfFrames {frames}, SamplesPerPixel {samples}"
     try:
-        arr = ds.pixel_array
-        _check_pixel_length(ds, path, header, cols, samples)
+        _check_pixel_length(ds, path, header, cols, samples, whole=index is None)
+        if index is None: arr = ds.pixel_array
+        else:
+            _check_frame_count(ds, path, header, frames)
+            arr = _decode_frame(ds, path, index)
     except (DataError, MemoryError): raise
     except Exception as e:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts = getattr(ts, "name", ts)
         raise DataError(f"cannot decode DICOM pixel data (transfer syntax {ts}): {e}", path) from None
-    expected = ((frames,) if frames > 1 else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
+    expected = ((frames,) if frames > 1 and index is None else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
     if arr.shape != expected:
         raise DataError(f"the pixel data decodes to shape {arr.shape} but {header} say {expected}; the header is wrong", path)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
@@ -119,19 +165,32 @@ def _dicom_pixels(ds, path) -> np.ndarray:
         except Exception as e: raise DataError(f"cannot apply the palette colour LUT ({type(e).__name__}: {e})", path) from None
     return arr
 
+def _dicom_frames(ds, path, indices:Sequence[int]) -> np.ndarray:
+    "The frames `indices` of a multi-frame DICOM, decoded one at a time, stacked (n, H, W[, 3])."
+    return np.stack([_dicom_pixels(ds, path, index=i) for i in indices])
+
 def _is_colour(ds, arr) -> bool:
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
     return (palette or int(ds.get("SamplesPerPixel", 1) or 1) > 1) and arr.shape[-1] in (3, 4)
 
 # %% ../nbs/00_media.ipynb #ee867f78
-def _percentile_unit(x:np.ndarray, lo=0.5, hi=99.5) -> np.ndarray:
-    "Scale to [0, 1] between two percentiles of the finite values."
-    finite = x[np.isfinite(x)]
+_CHUNK = 2**16 # values per step when scaling, so temporaries stay under a megabyte whatever the image size
+
+def _percentile_unit(x:np.ndarray, lo=0.5, hi=99.5, dtype=None) -> np.ndarray:
+    "Scale to [0, 1] between two percentiles of the finite values of `x` taken as `dtype` (default: its own, float64 for integers)."
+    x = np.asarray(x)
+    dtype = np.dtype(dtype or (np.float64 if x.dtype.kind in "biu" else x.dtype))
+    flat = x.reshape(-1)
+    finite = flat[np.isfinite(flat)] if x.dtype.kind == "f" else flat  # percentiles of integers are exact: no float copy
     if finite.size == 0: return np.zeros(x.shape, np.float32)
-    a, b = np.percentile(finite, [lo, hi])
+    a, b = np.percentile(finite if finite.dtype.kind in "biu" else finite.astype(dtype, copy=False), [lo, hi])
     if b <= a: a, b = float(finite.min()), float(finite.max())
     if b <= a: return np.zeros(x.shape, np.float32)
-    return np.clip((np.nan_to_num(x, nan=a) - a) / (b - a), 0, 1).astype(np.float32)
+    out = np.empty(flat.shape, np.float32)
+    for i in range(0, flat.size, _CHUNK):  # chunk by chunk: the same arithmetic as on the whole array, with small temporaries
+        c = flat[i:i + _CHUNK].astype(dtype)
+        out[i:i + _CHUNK] = np.clip((np.nan_to_num(c, nan=a, copy=False) - a) / (b - a), 0, 1)
+    return out.reshape(x.shape)
 
 # %% ../nbs/00_media.ipynb #1e79ff7c
 def _modality_lut(arr:np.ndarray, ds, path) -> np.ndarray:
@@ -168,7 +227,7 @@ def _dicom_gray_unit(arr:np.ndarray, ds, path, voi_ds=None) -> np.ndarray:
         except Exception as e: raise DataError(f"cannot apply the VOI LUT/window ({type(e).__name__}: {e})", path) from None
         lo, hi = float(ends.min()), float(ends.max())
         unit = np.clip((y - lo) / (hi - lo), 0, 1).astype(np.float32) if hi > lo else _percentile_unit(y)
-    else: unit = _percentile_unit(np.asarray(x, dtype=np.float64))
+    else: unit = _percentile_unit(x, dtype=np.float64)
     invert = str(voi.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
     if str(voi.get("PresentationLUTShape", "")).upper() == "INVERSE": invert = not invert
     return 1 - unit if invert else unit
@@ -194,16 +253,17 @@ def _check_file(path):
     return p
 
 def _pil_to_rgb(im:Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_unit_to_rgb(_percentile_unit(np.asarray(im, dtype=np.float64))))
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # integers stay integers; float64 only chunk by chunk
+        return Image.fromarray(_unit_to_rgb(_percentile_unit(np.asarray(im), dtype=np.float64)))
     return im.convert("RGB")
 
 def _read_pil_image(p) -> Image.Image:
     try:
         with Image.open(p) as im:
+            _check_pixels(*im.size, p)
             im.load()
             rgb = _pil_to_rgb(im)
-    except MemoryError: raise
+    except (MemoryError, DataError): raise
     except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", p) from None
     if min(rgb.size) < 1: raise DataError(f"image has {rgb.size[0]}x{rgb.size[1]} pixels", p)
     return rgb
@@ -216,8 +276,8 @@ def load_image(path # PNG, JPEG, TIFF or DICOM file
     with _decoding(p):
         if not _is_dicom(p): return _read_pil_image(p)
         ds = _read_dicom(p)
-        arr = _dicom_pixels(ds, p)
-        if _n_frames(ds, p) > 1: arr = arr[len(arr) // 2]
+        n = _n_frames(ds, p)
+        arr = _dicom_pixels(ds, p, index=n // 2 if n > 1 else None)  # multi-frame: decode the middle frame only
         if _is_colour(ds, arr): return Image.fromarray(_colour_to_uint8(arr, ds))
         return Image.fromarray(_unit_to_rgb(_dicom_gray_unit(arr, ds, p)))
 
@@ -263,12 +323,12 @@ def _sort_slices(slices:list) -> list:
     return slices
 
 # %% ../nbs/00_media.ipynb #683722db
-def _dicom_folder(folder:Path) -> np.ndarray|None:
-    "A folder of single-frame DICOM slices → uint8 RGB frames (n, H, W, 3) in slice order; `None` when it holds no slices."
+def _dicom_folder(folder:Path, max_frames:int|None=None) -> np.ndarray|None:
+    "A folder of single-frame DICOM slices → uint8 RGB frames (n, H, W, 3) in slice order, only the sampled ones decoded; `None` when it holds no slices."
     slices = []
     for f in sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")), key=_natural_key):
         if not _is_dicom(f): continue
-        ds = _read_dicom(f)
+        ds = _read_dicom(f)  # the header; the pixel data stays in the file until a slice is decoded
         if not _has_pixels(ds):
             if _is_image_object(ds): raise DataError("slice has no pixel data (truncated?); the series would miss it", f)
             continue  # a DICOMDIR, report or presentation state next to the slices
@@ -279,12 +339,19 @@ def _dicom_folder(folder:Path) -> np.ndarray|None:
     slices = _sort_slices(slices)
     _check_size(len(slices) * _header_int(slices[0][1], "Rows", None, slices[0][0]) * _header_int(slices[0][1], "Columns", None, slices[0][0]),
                 f"{len(slices)} slices", folder)
-    arrays = [_dicom_pixels(ds, f) for f, ds in slices]
+    def declared(f, ds):
+        rows, cols = _header_int(ds, "Rows", None, f, minimum=1), _header_int(ds, "Columns", None, f, minimum=1)
+        samples = _header_int(ds, "SamplesPerPixel", 1, f, minimum=1)
+        return (rows, cols) + ((samples,) if samples > 1 else ())
+    shapes = {declared(f, ds) for f, ds in slices}
+    if len(shapes) > 1: raise DataError(f"slices have different sizes {sorted(shapes)}", folder)
+    picked = [slices[i] for i in _sample_indices(len(slices), max_frames)]
+    arrays = [_dicom_pixels(ds, f) for f, ds in picked]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1: raise DataError(f"slices have different sizes {sorted(shapes)}", folder)
     ds0 = slices[0][1]
     if _is_colour(ds0, arrays[0]): return np.stack([_colour_to_uint8(a, ds0) for a in arrays])
-    vol = np.stack([np.asarray(_modality_lut(a, ds, f), dtype=np.float64) for a, (f, ds) in zip(arrays, slices)])
+    vol = np.stack([_modality_lut(a, ds, f) for a, (f, ds) in zip(arrays, picked)]).astype(np.float64, copy=False)
     return _unit_to_rgb(_dicom_gray_unit(vol, ds0, folder, voi_ds=ds0))
 
 # %% ../nbs/00_media.ipynb #7d698406
@@ -294,7 +361,8 @@ def _image_frames(files:list, max_frames:int|None, folder) -> list[Image.Image]:
     for f in files:
         try:
             with Image.open(f) as im: sizes[f] = im.size
-        except MemoryError: raise
+            _check_pixels(*sizes[f], f)
+        except (MemoryError, DataError): raise
         except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", f) from None
     if len(set(sizes.values())) > 1:
         raise DataError(f"frames have different sizes {sorted(set(sizes.values()))} (e.g. {files[0].name} and "
@@ -302,8 +370,30 @@ def _image_frames(files:list, max_frames:int|None, folder) -> list[Image.Image]:
     return [load_image(files[i]) for i in _sample_indices(len(files), max_frames)]
 
 # %% ../nbs/00_media.ipynb #394f5d79
-def _nifti_frames(path) -> np.ndarray:
-    "NIfTI → float frames (n, H, W) along the largest-spacing axis of the canonical (RAS) volume."
+def _canonical_zooms(img, ornt) -> list[float]:
+    "The voxel sizes nibabel's `as_closest_canonical` would give, without touching the data."
+    import nibabel as nib
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]): return [float(z) for z in img.header.get_zooms()[:3]]
+    shape = list(img.shape); shape[:3] = [img.shape[i] for i in np.argsort(ornt[:, 0])]
+    affine = img.affine.dot(nib.orientations.inv_ornt_aff(ornt, img.shape))
+    empty = np.broadcast_to(np.zeros((), img.get_data_dtype()), shape)  # no memory: one value, broadcast
+    return [float(z) for z in type(img)(empty, affine, img.header).header.get_zooms()[:3]]
+
+def _read_stored_slices(dataobj, shape:tuple, axis:int, indices:list, volume4d:bool) -> np.ndarray:
+    "Slices `indices` along stored `axis` (the others kept in stored order) as float32 (len(indices), ., .), read through the proxy."
+    tail = (0,) if volume4d else ()
+    if axis == 2:  # contiguous in the file (Fortran order): one read per slice
+        return np.stack([np.asarray(dataobj[(slice(None), slice(None), k) + tail], dtype=np.float32) for k in indices])
+    others = [shape[a] for a in range(3) if a != axis]
+    out = np.empty((len(indices), *others), np.float32)
+    step = max(1, _CHUNK * 4 // max(1, shape[0] * shape[1]))  # read slabs of last-axis slices, keep the wanted rows of each
+    for z0 in range(0, shape[2], step):
+        block = np.take(dataobj[(slice(None), slice(None), slice(z0, z0 + step)) + tail], indices, axis=axis)
+        out[..., z0:z0 + step] = np.moveaxis(block, axis, 0)
+    return out
+
+def _nifti_frames(path, max_frames:int|None=None) -> np.ndarray:
+    "NIfTI → float32 frames (n, H, W) along the largest-spacing axis of the canonical (RAS) volume; only the sampled frames are read."
     import nibabel as nib
     try: img = nib.load(str(path))
     except MemoryError: raise
@@ -312,59 +402,84 @@ def _nifti_frames(path) -> np.ndarray:
     shape = tuple(int(s) for s in img.shape)
     if not shape or min(shape) < 1: raise DataError(f"NIfTI has an empty dimension: shape {shape} (header dim {img.header['dim'].tolist()})", path)
     _check_size(math.prod(shape), f"a {'x'.join(map(str, shape))} volume", path)
+    if len(shape) not in (2, 3, 4): raise DataError(f"NIfTI has {len(shape)} dimensions; expected 3 (or 4, first volume used)", path)
     try:
-        img = nib.as_closest_canonical(img)
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except MemoryError: raise
+        if len(shape) == 2:  # a single image: read it whole, as nibabel's canonical image, with a unit third axis
+            _check_pixels(*shape, path)
+            img = nib.as_closest_canonical(img)
+            zooms = [float(z) for z in img.header.get_zooms()[:2]] + [1.0]
+            spacing = lambda a: round(zooms[a], 4) if math.isfinite(zooms[a]) and zooms[a] > 0 else 0.0
+            axis = max(range(3), key=lambda a: (spacing(a), a))
+            data = np.moveaxis(np.asarray(img.get_fdata(dtype=np.float32))[..., None], axis, 0).transpose(0, 2, 1)[:, ::-1, :]
+            data = data[_sample_indices(len(data), max_frames)]
+        else:
+            ornt = nib.orientations.io_orientation(img.affine)
+            if np.isnan(ornt).any(): raise ValueError(f"the affine gives no orientation: {ornt.tolist()}")
+            zooms = _canonical_zooms(img, ornt)
+            target = [int(t) for t in ornt[:, 0]]            # stored axis i becomes canonical axis target[i]
+            spacing = lambda a: round(zooms[a], 4) if math.isfinite(zooms[a]) and zooms[a] > 0 else 0.0  # a broken pixdim counts as thin
+            axis = max(range(3), key=lambda a: (spacing(a), a))  # the frame axis, canonical
+            stored = target.index(axis)
+            others = [a for a in range(3) if a != stored]
+            _check_pixels(shape[others[0]], shape[others[1]], path)
+            n = shape[stored]
+            picks = [k if ornt[stored, 1] > 0 else n - 1 - k for k in _sample_indices(n, max_frames)]
+            wanted = sorted(set(picks))
+            slab = _read_stored_slices(img.dataobj, shape, stored, wanted, len(shape) == 4)
+            slab = slab[[wanted.index(k) for k in picks]]
+            for j, a in enumerate(others):                  # flip, then put the two axes in canonical order
+                if ornt[a, 1] < 0: slab = slab[:, ::-1] if j == 0 else slab[:, :, ::-1]
+            if target[others[0]] > target[others[1]]: slab = slab.transpose(0, 2, 1)
+            data = slab.transpose(0, 2, 1)[:, ::-1, :]       # rows = second axis reversed (anterior/superior up), columns = first
+    except (MemoryError, DataError): raise
     except Exception as e: raise DataError(f"cannot read NIfTI ({type(e).__name__}: {e})", path) from None
     if np.isinf(data).any() or not np.isfinite(data).any():
         slope, inter = (float(header[k]) if k in header else None for k in ("scl_slope", "scl_inter"))
-        raise DataError(f"NIfTI values are not finite ({int(np.isinf(data).sum())} infinite, {int(np.isnan(data).sum())} NaN; "
-                        f"scl_slope {slope}, scl_inter {inter})", path)
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    if data.ndim == 4: data = data[..., 0]
-    if data.ndim == 2: data, zooms = data[..., None], zooms[:2] + [1.0]
-    if data.ndim != 3: raise DataError(f"NIfTI has {data.ndim} dimensions; expected 3 (or 4, first volume used)", path)
-    spacing = lambda a: round(zooms[a], 4) if math.isfinite(zooms[a]) and zooms[a] > 0 else 0.0  # a broken pixdim counts as thin
-    axis = max(range(3), key=lambda a: (spacing(a), a))
-    frames = np.moveaxis(data, axis, 0)            # (n, a, b): the other two axes in RAS order
-    return frames.transpose(0, 2, 1)[:, ::-1, :]   # rows = b reversed (anterior/superior up), columns = a
+        raise DataError(f"NIfTI values are not finite ({int(np.isinf(data).sum())} infinite, {int(np.isnan(data).sum())} NaN "
+                        f"in the frames read; scl_slope {slope}, scl_inter {inter})", path)
+    return np.ascontiguousarray(data)
 
 # %% ../nbs/00_media.ipynb #a3daa3ec
 def _pil_pages(p, max_frames:int|None) -> list[Image.Image]:
     "The sampled pages of a multi-page TIFF/GIF, or the one frame of an ordinary image."
     try:
-        with Image.open(p) as im: pages = [_pil_to_rgb(f.copy()) for f in ImageSequence.Iterator(im)]
-    except MemoryError: raise
+        with Image.open(p) as im:
+            n = int(getattr(im, "n_frames", 1) or 1)
+            keep, sizes, pages = set(_sample_indices(n, max_frames)), [], {}
+            for k, f in enumerate(ImageSequence.Iterator(im)):  # a page's size is known before it is decoded
+                sizes.append(f.size)
+                _check_pixels(*f.size, p)
+                if k in keep: pages[k] = _pil_to_rgb(f.copy())
+    except (MemoryError, DataError): raise
     except Exception as e: raise DataError(f"unsupported or unreadable 3-D study ({type(e).__name__}: {e}); "
                                            "use multi-frame DICOM, a folder of DICOM slices, NIfTI, or image frames", p) from None
-    if not pages or len({f.size for f in pages}) > 1 or min(pages[0].size) < 1:
-        raise DataError(f"pages have sizes {sorted({f.size for f in pages})}; a study needs frames of one nonzero size", p)
-    return [pages[i] for i in _sample_indices(len(pages), max_frames)]
+    if not pages or len(set(sizes)) > 1 or min(sizes[0]) < 1:
+        raise DataError(f"pages have sizes {sorted(set(sizes))}; a study needs frames of one nonzero size", p)
+    return [pages[i] for i in _sample_indices(len(sizes), max_frames) if i in pages]
 
 # %% ../nbs/00_media.ipynb #13a15890
 def load_volume(path, # multi-frame DICOM, folder of DICOM slices or images, NIfTI, multi-page TIFF/GIF
                 max_frames:int|None=None, # keep this many frames, evenly spaced (default: all)
                ) -> list[Image.Image]:
-    "A 3-D study as an ordered list of 8-bit RGB frames, windowed once for the whole volume."
+    "A 3-D study as an ordered list of 8-bit RGB frames, windowed once for all returned frames; only those are read."
     p = Path(path)
     if not os.path.exists(p): raise DataError("file not found", path)
     with _decoding(p):
         if p.is_dir():
-            frames = _dicom_folder(p)
+            frames = _dicom_folder(p, max_frames)
             if frames is None:
                 files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")), key=_natural_key)
                 if not files: raise DataError("folder holds no DICOM slices or image frames", path)
                 return _image_frames(files, max_frames, p)
-        elif p.name.lower().endswith((".nii", ".nii.gz")): frames = _unit_to_rgb(_percentile_unit(_nifti_frames(p)))
+        elif p.name.lower().endswith((".nii", ".nii.gz")): frames = _unit_to_rgb(_percentile_unit(_nifti_frames(p, max_frames)))
         elif _is_dicom(p):
             ds = _read_dicom(p)
-            arr = _dicom_pixels(ds, p)
-            if _n_frames(ds, p) == 1: arr = arr[None]
+            n = _n_frames(ds, p)
+            arr = _dicom_pixels(ds, p)[None] if n == 1 else _dicom_frames(ds, p, _sample_indices(n, max_frames))
             frames = _colour_to_uint8(arr, ds) if _is_colour(ds, arr) else _unit_to_rgb(_dicom_gray_unit(arr, ds, p))
         else:
             return _pil_pages(p, max_frames)
-        return [Image.fromarray(np.ascontiguousarray(frames[i])) for i in _sample_indices(len(frames), max_frames)]
+        return [Image.fromarray(np.ascontiguousarray(f)) for f in frames]  # already only the sampled frames
 
 # %% ../nbs/00_media.ipynb #11b4b672
 ECG_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6") # the leads the encoder reads, in its order
@@ -421,7 +536,7 @@ def _read_wfdb(path):
 
 # %% ../nbs/00_media.ipynb #87a9d07c
 def _read_dicom_ecg(path):
-    ds = _read_dicom(path)
+    ds = _read_dicom(path, defer_size=None)
     if "WaveformSequence" not in ds: raise DataError("DICOM file has no waveform (WaveformSequence); it is not an ECG", path)
     groups = ds.WaveformSequence
     if len(groups) == 0: raise DataError("WaveformSequence is empty: the file holds no waveform", path)
@@ -602,6 +717,14 @@ def flat_ecg_leads(x:np.ndarray, # an ECG from `load_ecg`, (leads, samples) in m
     return [l for l, row in zip(leads, np.asarray(x)) if row.size and float(row.max() - row.min()) < ECG_FLAT_MV]
 
 # %% ../nbs/00_media.ipynb #84541fb2
+def _npy_shape(p) -> tuple:
+    "The array shape a .npy header declares, read before the data (`()` when the header is not one numpy reads this way)."
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            return tuple((np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)[0])
+    except Exception: return ()
+
 def load_mask(path # PNG/JPEG/TIFF, .npy, DICOM or NIfTI mask
              ) -> np.ndarray:
     "A segmentation mask as a boolean array (H, W) (or (n, H, W) for 3-D masks); nonzero means inside."
@@ -609,19 +732,23 @@ def load_mask(path # PNG/JPEG/TIFF, .npy, DICOM or NIfTI mask
     low = p.name.lower()
     with _decoding(p):
         if low.endswith(".npy"):
-            try: a = np.load(p, allow_pickle=False)
-            except MemoryError: raise
+            try:
+                shape = _npy_shape(p)
+                if len(shape) >= 2: _check_pixels(shape[-1], shape[-2], p)
+                a = np.load(p, allow_pickle=False)
+            except (MemoryError, DataError): raise
             except Exception as e: raise DataError(f"cannot read mask ({type(e).__name__}: {e})", p) from None
         elif low.endswith((".nii", ".nii.gz")): a = np.squeeze(_nifti_frames(p))
         elif _is_dicom(p): a = _dicom_pixels(_read_dicom(p), p)
         else:
             try:
                 with Image.open(p) as im:
+                    _check_pixels(*im.size, p)
                     im.load()
                     a = np.asarray(im)
                     if im.mode in ("RGB", "RGBA", "RGBX", "CMYK"): a = a[..., :3].any(-1)
                     elif im.mode in ("LA", "PA"): a = a[..., 0]
-            except MemoryError: raise
+            except (MemoryError, DataError): raise
             except Exception as e: raise DataError(f"cannot decode mask ({type(e).__name__}: {e})", p) from None
         if a.dtype.kind not in "biuf": raise DataError(f"mask has dtype {a.dtype}; expected numbers", p)
         if a.ndim not in (2, 3): raise DataError(f"mask has shape {a.shape}; expected (H, W) or (n, H, W)", p)
