@@ -395,7 +395,7 @@ def _read_stored_slices(dataobj, shape:tuple, axis:int, indices:list, volume4d:b
 def _nifti_frames(path, max_frames:int|None=None) -> np.ndarray:
     "NIfTI → float32 frames (n, H, W) along the largest-spacing axis of the canonical (RAS) volume; only the sampled frames are read."
     import nibabel as nib
-    try: img = nib.load(str(path))
+    try: img = nib.load(str(path), keep_file_open=True)  # one open file for all the reads: a .gz is not decompressed again per slice
     except MemoryError: raise
     except Exception as e: raise DataError(f"cannot read NIfTI ({type(e).__name__}: {e})", path) from None
     header = img.header
