@@ -462,6 +462,7 @@ def load_volume(path, # multi-frame DICOM, folder of DICOM slices or images, NIf
                 max_frames:int|None=None, # keep this many frames, evenly spaced (default: all)
                ) -> list[Image.Image]:
     "A 3-D study as an ordered list of 8-bit RGB frames, windowed once for all returned frames; only those are read."
+    if max_frames is not None and max_frames < 1: raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     p = Path(path)
     if not os.path.exists(p): raise DataError("file not found", path)
     with _decoding(p):
