@@ -87,6 +87,48 @@ def _add_validate_command(sub):
     p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all; default 200)")
     p.set_defaults(func=_cmd_validate)
 
+# %% ../nbs/14_cli.ipynb #2f84e072
+def _prepare_settings(args) -> dict:
+    "min_pixels, max_pixels and max_frames: the options given, else the run config's, else the defaults."
+    from qoqmed.prepare import prepare_jsonl
+    from inspect import signature
+    defaults = {k: signature(prepare_jsonl).parameters[k].default for k in ("min_pixels", "max_pixels", "max_frames")}
+    cfg = {}
+    if args.config:
+        from qoqmed.recipes import load_run_config, _pixel_limits
+        run = load_run_config(args.config)
+        cfg = {**_pixel_limits(run["model"]), **({"max_frames": run["training"]["max_frames"]} if "max_frames" in run["training"] else {})}
+    return {k: next(v for v in (getattr(args, k), cfg.get(k), defaults[k]) if v is not None) for k in defaults}
+
+def _cmd_prepare(args) -> int:
+    "Prepare a JSONL file into a cache folder; exit 1 if records were skipped."
+    from qoqmed.prepare import prepare_jsonl
+    res = prepare_jsonl(args.data, args.out_dir, root=args.root, workers=args.jobs, progress=False if args.no_progress else None,
+                        **_prepare_settings(args))
+    for s in res.skipped[:args.max_problems if args.max_problems > 0 else None]:
+        print(f"skipped line {s['line']}" + (f" ({s['id']})" if s.get("id") else "") + (f": {s['field']}" if s.get("field") else "") + f": {s['reason']}")
+    print(("OK: " if not res.skipped else "DONE WITH SKIPS: ") + str(res))
+    return 1 if res.skipped else 0
+
+# %% ../nbs/14_cli.ipynb #397377be
+def _add_prepare_command(sub):
+    "Register `prepare`."
+    from qoqmed.prepare import prepare_jsonl
+    p = sub.add_parser("prepare", help="write a training-ready cache of a JSONL dataset (resized images, sampled frames, ECG arrays)",
+                       description="Prepare every record of a CLIMB/QoQ-Med JSONL file into OUT_DIR: images resized to the processor's "
+                                   "pixel budget, 3-D studies as their sampled frames, ECGs as (8, 2500) arrays, and OUT_DIR/<name>.jsonl "
+                                   "pointing at them. Runs in parallel, resumes when run again, lists skipped records in OUT_DIR/skipped.jsonl. "
+                                   "Exit code 0: all prepared; 1: some records skipped; 2: could not run.")
+    p.add_argument("data", help=docments(prepare_jsonl)["path"])
+    p.add_argument("out_dir", help=docments(prepare_jsonl)["out_dir"])
+    p.add_argument("--config", default=None, help="a run config (configs/*.yaml) whose model.min_pixels/max_pixels and training.max_frames to use")
+    add_options(p, prepare_jsonl, "root", "min_pixels", "max_pixels", "max_frames", min_pixels=dict(default=None),
+                max_pixels=dict(default=None), max_frames=dict(default=None))
+    p.add_argument("-j", "--jobs", type=int, default=None, help=docments(prepare_jsonl)["workers"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-problems", type=int, default=50, help="print at most this many skipped records (0: all; default 50)")
+    p.set_defaults(func=_cmd_prepare)
+
 # %% ../nbs/14_cli.ipynb #05ffc6c0
 def _check_model_dir(path):
     "A saved model folder, or a `DataError` before anything heavy is loaded."
@@ -240,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qoqmed {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_validate_command(sub)
+    _add_prepare_command(sub)
     _add_training_commands(sub)
     _add_evaluation_commands(sub)
     return parser
