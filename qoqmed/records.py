@@ -15,8 +15,8 @@ from .media import (DataError, ECG_FLAT_MV, ECG_LEADS, flat_ecg_leads, load_ecg,
                           validate_box, _cut, _squash)
 
 # %% auto #0
-__all__ = ['DOMAINS', 'DOMAIN_NAMES', 'DOMAIN_ALIASES', 'DATASET_DOMAINS', 'FORMAT_PROMPT', 'normalize_domain', 'infer_domain',
-           'Record', 'Problem', 'JsonlLine', 'iter_jsonl', 'read_jsonl', 'write_jsonl', 'build_prompt',
+__all__ = ['DOMAINS', 'DOMAIN_NAMES', 'DOMAIN_ALIASES', 'DATASET_DOMAINS', 'FORMAT_PROMPT', 'VALIDATE_MODES', 'normalize_domain',
+           'infer_domain', 'Record', 'Problem', 'JsonlLine', 'iter_jsonl', 'read_jsonl', 'write_jsonl', 'build_prompt',
            'build_messages', 'load_inputs', 'validate_record', 'validate_jsonl']
 
 # %% ../nbs/01_records.ipynb #8f7a4079
@@ -454,39 +454,229 @@ def _check_mask(rec:Record, size, P, probs:list):
         probs.append(P("segmentation_path", f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                                             f"{size[0]}x{size[1]}: {rec.segmentation_path}"))
 
-def _check_media(rec:Record, max_frames:int|None=None) -> list[Problem]:
+def _check_media(rec:Record, max_frames:int|None=8, mode:str="full") -> list[Problem]:
+    "Problems with a record's media: markers, then each file decoded (`full`) or its header read (`fast`), boxes, mask."
     P = lambda f, m, severity="error": Problem(rec.line, f, m, rec.source, severity)
     probs, size = [], None
-    _load_or_problem(probs, P, "problem", None, lambda: build_messages(rec))
+    _load_or_problem(probs, P, "problem", None, lambda: build_messages(rec, format_prompt=None))
+    fast = mode == "fast"
     for i, f in enumerate(rec.images):
-        im = _load_or_problem(probs, P, f"images[{i}]", f, lambda: load_image(f))
-        if im is not None: size = size or im.size
+        s = _load_or_problem(probs, P, f"images[{i}]", f, lambda: _image_header_size(f) if fast else load_image(f).size)
+        size = size or s
     for i, f in enumerate(rec.videos):
-        frames = _load_or_problem(probs, P, f"videos[{i}]", f, lambda: load_volume(f, max_frames=max_frames))
-        if frames is not None and not frames: probs.append(P(f"videos[{i}]", f"no frames: {f}"))
-        elif frames and not rec.images and size is None: size = frames[0].size
-    _check_time_series(rec, P, probs)
+        if fast: s = _load_or_problem(probs, P, f"videos[{i}]", f, lambda: _volume_header_size(f))
+        else:
+            frames = _load_or_problem(probs, P, f"videos[{i}]", f, lambda: load_volume(f, max_frames=max_frames))
+            if frames is not None and not frames: probs.append(P(f"videos[{i}]", f"no frames: {f}"))
+            s = frames[0].size if frames else None
+        if not rec.images and size is None: size = s
+    if fast:
+        for i, f in enumerate(rec.time_series): _load_or_problem(probs, P, f"time-series[{i}]", f, lambda: _ecg_header(f))
+    else: _check_time_series(rec, P, probs)
     _check_boxes(rec, size, P, probs)
-    _check_mask(rec, size, P, probs)
+    if fast and rec.segmentation_path:
+        m = _load_or_problem(probs, P, "segmentation_path", rec.segmentation_path, lambda: _mask_header_size(rec.segmentation_path))
+        if m is not None and size is not None and m != tuple(size):
+            probs.append(P("segmentation_path", f"mask is {m[0]}x{m[1]} but the image is {size[0]}x{size[1]}: {rec.segmentation_path}"))
+    elif not fast: _check_mask(rec, size, P, probs)
     return probs
 
 # %% ../nbs/01_records.ipynb #8e0352d3
+import numpy as np
+from PIL import Image
+from .media import _check_file, _is_dicom, _read_dicom
+
+def _dicom_size(p) -> tuple[int, int]:
+    "(width, height) from a DICOM header, without reading the pixels."
+    ds = _read_dicom(p, stop_before_pixels=True)
+    w, h = ds.get("Columns"), ds.get("Rows")
+    if not w or not h: raise DataError("DICOM header has no Rows/Columns: the file holds no image", p)
+    return int(w), int(h)
+
+def _image_header_size(path) -> tuple[int, int]:
+    "(width, height) of a PNG/JPEG/TIFF or DICOM image from its header alone."
+    p = _check_file(path)
+    if _is_dicom(p): return _dicom_size(p)
+    try:
+        with Image.open(p) as im: size = im.size
+    except Exception as e: raise DataError(f"cannot decode image ({type(e).__name__}: {e})", p) from None
+    if min(size) < 1: raise DataError(f"image has {size[0]}x{size[1]} pixels", p)
+    return size
+
+def _nifti_shape(p) -> tuple:
+    import nibabel as nib
+    try: shape = tuple(int(s) for s in nib.load(str(p)).shape)
+    except Exception as e: raise DataError(f"cannot read NIfTI ({type(e).__name__}: {e})", p) from None
+    if not shape or min(shape) < 1: raise DataError(f"NIfTI has an empty dimension: shape {shape}", p)
+    return shape
+
+_FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+
+def _volume_header_size(path) -> tuple[int, int]|None:
+    "(width, height) of a 3-D study's frames from headers (`None` for NIfTI, whose frame size depends on reorientation)."
+    p = Path(path)
+    if not os.path.exists(p): raise DataError("file not found", path)
+    if p.is_dir():
+        first = next((f for f in sorted(p.iterdir()) if f.is_file() and (f.suffix.lower() in _FRAME_SUFFIXES or _is_dicom(f))), None)
+        if first is None: raise DataError("folder holds no DICOM slices or image frames", path)
+        return _image_header_size(first)
+    if p.name.lower().endswith((".nii", ".nii.gz")): _nifti_shape(p); return None
+    return _image_header_size(p)
+
+def _ecg_header(path) -> None:
+    "Check an ECG file from its header: a WFDB `.hea` and its signal files, a DICOM with a waveform, a 2-D `.npy`."
+    p = Path(path); low = p.name.lower()
+    if low.endswith(".npy"):
+        try: a = np.load(_check_file(p), mmap_mode="r", allow_pickle=False)
+        except DataError: raise
+        except Exception as e: raise DataError(f"cannot read array ({type(e).__name__}: {e})", p) from None
+        if a.ndim != 2: raise DataError(f"ECG array has shape {a.shape}; expected (leads, samples)", p)
+    elif low.endswith((".pt", ".pth")): _check_file(p)
+    elif low.endswith((".hea", ".dat")) or (not os.path.exists(p) and os.path.exists(str(p) + ".hea")):
+        import wfdb
+        base = str(p)[:-4] if low.endswith((".hea", ".dat")) else str(p)
+        if not os.path.exists(base + ".hea"): raise DataError(f"WFDB header not found (looked for {base}.hea)", path)
+        try: header = wfdb.rdheader(base)
+        except Exception as e: raise DataError(f"cannot read WFDB header ({type(e).__name__}: {e})", base + ".hea") from None
+        for fn in dict.fromkeys(header.file_name or []):
+            f = os.path.join(os.path.dirname(base), fn)
+            if not os.path.exists(f): raise DataError(f"signal file {f} named in the WFDB header does not exist", base + ".hea")
+    elif os.path.isfile(p) and _is_dicom(p):
+        if "WaveformSequence" not in _read_dicom(p, stop_before_pixels=True):
+            raise DataError("DICOM file has no waveform (WaveformSequence); it is not an ECG", path)
+    elif not os.path.exists(p): raise DataError("file not found (nor a WFDB header next to it)", path)
+    else: raise DataError("unsupported ECG format; use a WFDB record, a DICOM waveform, .npy or .pt", path)
+
+def _mask_header_size(path) -> tuple[int, int]|None:
+    "(width, height) of a mask from its header (`None` for NIfTI)."
+    p = _check_file(path); low = p.name.lower()
+    if low.endswith(".npy"):
+        try: a = np.load(p, mmap_mode="r", allow_pickle=False)
+        except Exception as e: raise DataError(f"cannot read mask ({type(e).__name__}: {e})", p) from None
+        if a.ndim not in (2, 3): raise DataError(f"mask has shape {a.shape}; expected (H, W) or (n, H, W)", p)
+        return int(a.shape[-1]), int(a.shape[-2])
+    if low.endswith((".nii", ".nii.gz")): _nifti_shape(p); return None
+    return _image_header_size(p)
+
+# %% ../nbs/01_records.ipynb #4bf87e38
+VALIDATE_MODES = ("full", "fast") # every file decoded as training decodes it; or headers only
+
 def validate_record(record:Record, # the sample
-                    max_frames:int|None=None, # frames decoded per 3-D study (default: all)
+                    max_frames:int|None=8, # frames decoded per 3-D study (default: 8, as training; `None`: all)
+                    mode:str="full", # "full": decode every file; "fast": headers only (see above for what it misses)
                    ) -> list[Problem]:
     "Every problem with one record: fields, markers, files that must exist and decode, ECG shapes, boxes, mask size."
-    return _check_fields(record) + _check_media(record, max_frames)
+    if mode not in VALIDATE_MODES: raise ValueError(f"mode must be one of {VALIDATE_MODES}, got {mode!r}")
+    return _check_fields(record) + _check_media(record, max_frames, mode)
 
 # %% ../nbs/01_records.ipynb #19d3a49d
+import collections, importlib, sys
+
+def _record_problems(rec:Record, max_frames, mode) -> list[Problem]:
+    "`_check_media`, with anything it raises turned into a problem of the record."
+    try: return _check_media(rec, max_frames, mode)
+    except Exception as e:
+        return [Problem(rec.line, None, f"unexpected {type(e).__name__} while checking this record ({_cut(str(e), 120)}); "
+                                        "this is a bug in qoqmed, please report it", rec.source)]
+
+def _validate_chunk(states:list[dict], max_frames, mode) -> list[list[tuple]]:
+    "What a worker process runs: the media problems of each record of a chunk, as plain tuples."
+    out = []
+    for state in states:
+        rec = object.__new__(Record); rec.__dict__.update(state)   # the record as parsed, without re-running __post_init__
+        out.append([(p.line, p.field, p.message, p.path, p.severity) for p in _record_problems(rec, max_frames, mode)])
+    return out
+
+def _cpu_count() -> int:
+    "The cores this process may use."
+    if hasattr(os, "process_cpu_count"): return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"): return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+def _count_records(path) -> int:
+    with open(path, "rb") as f: return sum(1 for line in f if line.strip())
+
+# %% ../nbs/01_records.ipynb #c3f10d2d
+def _pool(workers:int):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"   # fork: no re-import, starts in milliseconds
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+
+def _recheck_alone(states:list, max_frames, mode) -> list[list[tuple]]:
+    "Check records one at a time in a one-worker pool; a record that kills the worker becomes its problem."
+    from concurrent.futures.process import BrokenProcessPool
+    worker, out, pool = importlib.import_module("qoqmed.records")._validate_chunk, [], _pool(1)
+    try:
+        for s in states:
+            try: out.append(pool.submit(worker, [s], max_frames, mode).result()[0])
+            except BrokenProcessPool:
+                out.append([(s["line"], None, "worker process died while checking this record (a crash in a decoder, or killed "
+                                              "for memory); check its files by hand", s["source"], "error")])
+                pool.shutdown(cancel_futures=True); pool = _pool(1)
+    finally: pool.shutdown(cancel_futures=True)
+    return out
+
+def _parallel_media_problems(chunks:Iterator[list], workers:int, max_frames, mode) -> Iterator[tuple[list, list]]:
+    "`(chunk, media problems of each record of it)` for each chunk of `JsonlLine`s, in order, checked by `workers` processes."
+    from concurrent.futures.process import BrokenProcessPool
+    worker = importlib.import_module("qoqmed.records")._validate_chunk
+    states = lambda chunk: [vars(i.record) for i in chunk if i.record is not None]
+    def submit(chunk):
+        try: return chunk, pool.submit(worker, states(chunk), max_frames, mode)
+        except BrokenProcessPool: return chunk, None   # the pool broke meanwhile: dealt with when this chunk's turn comes
+    pool, pending = _pool(workers), collections.deque()
+    try:
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is not None: pending.append(submit(chunk))
+            while pending and (chunk is None or len(pending) >= 4 * workers):
+                chunk0, fut = pending.popleft()
+                try:
+                    if fut is None: raise BrokenProcessPool
+                    media = fut.result()
+                except BrokenProcessPool:  # every chunk in flight is lost: the oldest is rechecked alone, the rest resubmitted
+                    pool.shutdown(cancel_futures=True); pool = _pool(workers)
+                    pending = collections.deque(submit(c) for c, _ in pending)
+                    media = _recheck_alone(states(chunk0), max_frames, mode)
+                yield chunk0, media
+    finally: pool.shutdown(cancel_futures=True)
+
+# %% ../nbs/01_records.ipynb #1f7909f6
 def validate_jsonl(path, # a CLIMB/QoQ-Med JSONL file
                    root=None, # folder that relative media paths start from (default: the file's folder)
-                   max_frames:int|None=None, # frames decoded per 3-D study (default: all)
+                   max_frames:int|None=8, # frames decoded per 3-D study (default: 8, as training; `None`: all)
+                   workers:int|None=None, # worker processes (default: all cores; 1: check in this process)
+                   mode:str="full", # "full": decode every file as training does; "fast": headers only
+                   progress:bool|None=None, # show a progress bar on stderr (default: when stderr is a terminal)
+                   chunk_size:int|None=None, # records sent to a worker at a time (default: up to 64, 8 chunks per worker at least)
                   ) -> list[Problem]:
-    "Every problem in a JSONL file, with line numbers; raises `DataError` when the file itself cannot be read."
+    "Every problem in a JSONL file, in file order, with line numbers; raises `DataError` when the file itself cannot be read."
+    if mode not in VALIDATE_MODES: raise ValueError(f"mode must be one of {VALIDATE_MODES}, got {mode!r}")
+    workers = max(1, int(workers or _cpu_count()))
+    items = iter_jsonl(path, root)
+    first = next(items, None)   # a missing or unreadable file raises here, before any worker starts
+    items = itertools.chain([first], items) if first is not None else iter(())
+    if progress is None: progress = sys.stderr.isatty()
+    n = _count_records(path) if progress or chunk_size is None else None   # bytes only: ~1 s per million lines
+    if chunk_size is None: chunk_size = max(1, min(64, n // (8 * workers)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, unit="rec", desc=f"validate ({mode}, {workers} worker{'s' if workers > 1 else ''})", file=sys.stderr,
+                   smoothing=0.05, dynamic_ncols=True)
+    chunks = iter(lambda: list(itertools.islice(items, chunk_size)), [])
+    if workers == 1:
+        results = ((c, [_record_problems(i.record, max_frames, mode) for i in c if i.record is not None]) for c in chunks)
+    else: results = _parallel_media_problems(chunks, workers, max_frames, mode)
     probs = []
-    for item in iter_jsonl(path, root):
-        probs += item.problems
-        if item.record is not None: probs += _check_media(item.record, max_frames)
+    try:
+        for chunk, media in results:
+            media = iter(media)
+            for item in chunk:
+                probs += item.problems
+                if item.record is not None: probs += [p if isinstance(p, Problem) else Problem(*p) for p in next(media)]
+            if bar is not None: bar.update(len(chunk))
+    finally:
+        results.close()
+        if bar is not None: bar.close()
     return probs
-
-

@@ -48,6 +48,31 @@ def test_validate_missing_file(tmp_path):
     assert qoqmed("validate").returncode == 2   # bad arguments: argparse's usage error
 
 
+def test_validate_jobs_fast_and_progress(tmp_path):
+    "-j 1 and -j 2 report the same problems; --fast finds these too; the bar goes to stderr only when forced (not a tty here)."
+    from qoqmed.data import DEMO_DATA, read_jsonl
+    good = read_jsonl(DEMO_DATA)[0].to_dict()
+    good["images"] = [str((Path(DEMO_DATA).parent/p).resolve()) for p in good["images"]]
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "images": ["gone.png"], "domain": "fundus"}),
+             json.dumps({**good, "bbox": [0, 0, 5000, 10]})] * 5
+    f = tmp_path/"m.jsonl"; f.write_text("\n".join(lines) + "\n")
+    reports = {}
+    for argv in (["-j", "1"], ["-j", "2"], ["--jobs", "2", "--fast"]):
+        r = qoqmed("validate", "--json", *argv, str(f))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "validate (" not in r.stderr   # no progress bar: stderr is not a terminal
+        reports[" ".join(argv)] = j = json.loads(r.stdout)
+        assert j["workers"] == int(argv[1]) and j["mode"] == ("fast" if "--fast" in argv else "full") and j["records_per_second"] > 0
+    assert reports["-j 1"]["problems"] == reports["-j 2"]["problems"] == reports["--jobs 2 --fast"]["problems"]
+    assert {p["line"] for p in reports["-j 2"]["problems"]} == {n for n in range(1, 21) if n % 4 != 1}
+    r = qoqmed("validate", "--progress", "-j", "2", str(f))
+    assert r.returncode == 1 and "validate (full, 2 workers)" in r.stderr and "rec/s" in r.stderr, r.stderr
+    assert "records/s (full, 2 workers" in r.stdout.splitlines()[-1]
+    assert "validate (" not in qoqmed("validate", "--no-progress", str(f)).stderr
+    h = qoqmed("validate", "--help").stdout
+    for flag in ("-j N, --jobs N", "--fast", "--no-progress", "--max-frames", "2.61 M"): assert flag in h, flag
+
+
 def test_validate_never_aborts(tmp_path):
     "Wrong types, a non-UTF-8 line and a broken DICOM: every line is reported, the run goes to the end, exit 1."
     import pydicom
