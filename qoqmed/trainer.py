@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_trainer.ipynb #ee247bed
 from __future__ import annotations
-import copy, json, math, os
+import copy, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +18,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from .drpo import DRPOAdvantage, DRPOConfig, PRESETS
 import qoqmed.rewards as rewards
-from .trl_data import logger, encode_prompt, strip_media, collate_media, default_reward_funcs
+from .trl_data import (logger, encode_prompt, strip_media, collate_media, default_reward_funcs, encode_or_strip, prompt_key,
+                             MediaEncodingCollator, PRE_ENCODED_KEY)
 
 # %% auto #0
 __all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'REWARD_TOTALS', 'DRPO_STATE_NAME', 'GENERATION_CYCLE_NAME', 'COMPLETE_MARKER',
@@ -200,6 +201,11 @@ class QoQMedGRPOTrainer(GRPOTrainer):
             if ref is not None: args.beta, args.sync_ref_model = beta, sync
         if ref is not None: self._install_reference(ref)
         self.add_callback(_TraceCut(self))   # a resumed run's trace is an uninterrupted run's (see `train`)
+        if self._is_vlm:   # media decoded by the DataLoader (in its workers when dataloader_num_workers > 0), see "Media decoding"
+            self.data_collator = MediaEncodingCollator(self.processing_class, args.max_frames)
+        self._pre_encoded = None    # the batch's `EncodedPrompt`s, taken off the rows (read by `_tokenize_prompts`)
+        self._media_clock = dict(encode=0.0, wait=0.0, collator_seen=0.0)   # main-process seconds, see `_MediaClock`
+        self.add_callback(_MediaClock(self))
         self.drpo = None if args.algo == "grpo" else DRPOAdvantage(args.drpo_config())
         self._media_rows = None     # per-sample media of the batch in flight (read by `_get_per_token_logps_and_entropies`)
         self._bad_local = None      # per-sample load failures of the local generation batch
@@ -212,6 +218,17 @@ class _TraceCut(TrainerCallback):
     def __init__(self, trainer): store_attr()
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero: truncate_jsonl_steps(Path(args.output_dir) / "completions.jsonl", state.global_step)
+
+class _MediaClock(TrainerCallback):
+    "At each optimizer step's end, log the main process's seconds spent on media: `media/main_process_s`, `media/dataloader_wait_s`."
+    def __init__(self, trainer): store_attr()
+    def on_step_end(self, args, state, control, **kwargs):
+        t, c = self.trainer, self.trainer._media_clock
+        in_collator = getattr(t.data_collator, "main_process_seconds", 0.0)   # the collator, when it ran in this process
+        m = t._metrics["train"]
+        m["media/main_process_s"].append(c["encode"] + in_collator - c["collator_seen"])
+        m["media/dataloader_wait_s"].append(c["wait"])
+        c.update(encode=0.0, wait=0.0, collator_seen=in_collator)
 
 # %% ../nbs/09_trainer.ipynb #f77dd20c
 @patch
@@ -233,17 +250,20 @@ def _install_reference(self:QoQMedGRPOTrainer, ref):
 # %% ../nbs/09_trainer.ipynb #791f8ad9
 @patch
 def _tokenize_prompts(self:QoQMedGRPOTrainer, prompts:list):
-    "Encode each distinct prompt with its media; keep the per-sample media; return ids and collated tensors."
+    "Encode each distinct prompt with its media (or take the collator's encoding); keep the per-sample media; return ids and collated tensors."
     if not self._is_vlm: return GRPOTrainer._tokenize_prompts(self, prompts)
+    pre = self._pre_encoded if self._pre_encoded is not None and len(self._pre_encoded) == len(prompts) else [None] * len(prompts)
     cache, encs, bad = {}, [], []
-    for p in prompts:
-        key = json.dumps(p, sort_keys=True, default=str)
+    for p, e in zip(prompts, pre):
+        key = prompt_key(p)
         if key not in cache:
-            try: cache[key] = (encode_prompt(self.processing_class, p, self.args.max_frames), None)
-            except Exception as e:
-                reason = f"{type(e).__name__}: {e}"
-                logger.warning("qoqmed: a sample's media failed to load (%s); its rollouts get advantage 0", reason)
-                cache[key] = (encode_prompt(self.processing_class, strip_media(p), self.args.max_frames), reason)
+            if e is not None and e.key == key and e.encoding is not None: cache[key] = (e.encoding, e.reason)
+            else:   # no encoding from the collator (eval, a repeated batch, a prompt TRL changed): encode it here
+                start = time.perf_counter()
+                try: cache[key] = encode_or_strip(self.processing_class, p, self.args.max_frames)
+                finally: self._media_clock["encode"] += time.perf_counter() - start
+            if cache[key][1] is not None:
+                logger.warning("qoqmed: a sample's media failed to load (%s); its rollouts get advantage 0", cache[key][1])
         enc, reason = cache[key]
         encs.append(enc); bad.append(reason is not None)
     self._media_rows = [dict(media=e["media"], mm=e["mm_token_type_ids"]) for e in encs]
@@ -255,6 +275,14 @@ def _tokenize_prompts(self:QoQMedGRPOTrainer, prompts:list):
         images = [e["images"] or None for e in encs]   # the images encode_prompt already loaded; None for a text-only prompt
         if all(i is None for i in images): images = None
     return [e["input_ids"] for e in encs], images, fields
+
+# %% ../nbs/09_trainer.ipynb #358c5b6f
+@patch
+def get_batch_samples(self:QoQMedGRPOTrainer, epoch_iterator, num_batches:int, device):
+    "transformers' fetch of an optimizer step's batches, timed (`media/dataloader_wait_s`)."
+    start = time.perf_counter()
+    try: return GRPOTrainer.get_batch_samples(self, epoch_iterator, num_batches, device)
+    finally: self._media_clock["wait"] += time.perf_counter() - start
 
 # %% ../nbs/09_trainer.ipynb #53a7401a
 @patch
@@ -461,6 +489,8 @@ def _write_trace(self:QoQMedGRPOTrainer, meta:list, adv):
 def _generate_and_score_completions(self:QoQMedGRPOTrainer, inputs):
     "TRL's generation and scoring, then DRPO advantages, per-domain logs and the trace."
     self._media_rows = self._bad_local = None
+    self._pre_encoded = [x.get(PRE_ENCODED_KEY) for x in inputs]   # the collator's encodings, for `_tokenize_prompts`, and
+    inputs = [{k: v for k, v in x.items() if k != PRE_ENCODED_KEY} for x in inputs]   # off the rows TRL hands the rewards
     try:
         output = GRPOTrainer._generate_and_score_completions(self, inputs)
         mode = "train" if self.model.training else "eval"
@@ -473,7 +503,7 @@ def _generate_and_score_completions(self:QoQMedGRPOTrainer, inputs):
         self._log_domains(domains, adv, stats, mode)
         if self.args.completions_trace and mode == "train": self._write_trace(meta, adv)
     finally:
-        self._media_rows = self._bad_local = None
+        self._media_rows = self._bad_local = self._pre_encoded = None
     return output
 
 # %% ../nbs/09_trainer.ipynb #9a235de4

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_trl_data.ipynb #df449904
 from __future__ import annotations
-import functools, logging
+import functools, json, logging, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +16,9 @@ from .records import read_jsonl, build_messages, load_inputs
 import qoqmed.rewards as rewards
 
 # %% auto #0
-__all__ = ['logger', 'MEDIA_TYPES', 'to_trl_prompt', 'SkippedSample', 'build_trl_dataset', 'load_media_item', 'strip_media',
-           'encode_prompt', 'collate_media', 'default_reward_funcs']
+__all__ = ['logger', 'MEDIA_TYPES', 'PRE_ENCODED_KEY', 'to_trl_prompt', 'SkippedSample', 'build_trl_dataset', 'load_media_item',
+           'strip_media', 'encode_prompt', 'collate_media', 'prompt_key', 'encode_or_strip', 'EncodedPrompt',
+           'MediaEncodingCollator', 'default_reward_funcs']
 
 # %% ../nbs/08_trl_data.ipynb #a2330d82
 logger = logging.getLogger("qoqmed.train")
@@ -167,6 +168,59 @@ def collate_media(rows:Sequence[dict], # per-sample media tensors
         out[k] = torch.cat(parts, 0) if parts[0].dim() > 0 else torch.stack(parts)
         if device is not None: out[k] = out[k].to(device)
     return out
+
+# %% ../nbs/08_trl_data.ipynb #325ca1e2
+def prompt_key(messages:list) -> str:
+    "A prompt's identity: its JSON text (keys sorted)."
+    return json.dumps(messages, sort_keys=True, default=str)
+
+def encode_or_strip(processor, # a `QoQMedProcessor`
+                    messages:list, # a TRL prompt
+                    max_frames:int=8, # frames per 3-D study
+                   ) -> tuple[dict, str|None]:
+    "(`encode_prompt` of the prompt, None); when its media fail, (`encode_prompt` of `strip_media(prompt)`, the reason)."
+    try: return encode_prompt(processor, messages, max_frames), None
+    except Exception as e:   # DataError for bad media; anything else is a loader bug, which must not end the run either
+        return encode_prompt(processor, strip_media(messages), max_frames), f"{type(e).__name__}: {e}"
+
+# %% ../nbs/08_trl_data.ipynb #8019d944
+PRE_ENCODED_KEY = "_qoqmed_encoded"
+
+@dataclass
+class EncodedPrompt:
+    "A prompt encoded ahead of time by `MediaEncodingCollator`."
+    key: str # `prompt_key` of the prompt
+    encoding: dict|None # `encode_or_strip`'s encoding; None when even the stripped prompt failed (the trainer retries inline)
+    reason: str|None # why the prompt's media failed to load, or None
+    seconds: float # time spent loading and encoding
+
+# %% ../nbs/08_trl_data.ipynb #6e4ffadc
+class MediaEncodingCollator:
+    "TRL's identity collator that also loads and encodes each distinct prompt's media (in the DataLoader's workers when there are any)."
+    def __init__(self, processor, # a `QoQMedProcessor` (pickled to the workers)
+                 max_frames:int=8, # frames per 3-D study
+                ):
+        self.processor, self.max_frames = processor, max_frames
+        self.main_process_seconds = 0.0   # seconds spent encoding in the main process (dataloader_num_workers=0)
+        self._last_keys = None            # the prompt keys of the batch this process collated last
+
+    def __call__(self, rows:list) -> list:
+        from torch.utils.data import get_worker_info
+        start = time.perf_counter()
+        prompts = [r.get("prompt") if isinstance(r, dict) else None for r in rows]
+        if not prompts or not all(isinstance(p, list) for p in prompts): return list(rows)   # not chat prompts: nothing to do
+        keys = [prompt_key(p) for p in prompts]
+        if keys == self._last_keys: return list(rows)   # a repeat of the generation batch (RepeatSampler): not used for generation
+        self._last_keys, done, out = keys, {}, []
+        for row, p, k in zip(rows, prompts, keys):
+            if k not in done:
+                t = time.perf_counter()
+                try: enc, reason = encode_or_strip(self.processor, p, self.max_frames)
+                except Exception: enc, reason = None, None   # encoded again by the trainer, which raises there
+                done[k] = EncodedPrompt(k, enc, reason, time.perf_counter() - t)
+            out.append({**row, PRE_ENCODED_KEY: done[k]})
+        if get_worker_info() is None: self.main_process_seconds += time.perf_counter() - start
+        return out
 
 # %% ../nbs/08_trl_data.ipynb #b271bb11
 def default_reward_funcs(preset:str="paper", # "paper", "reference" or "official"
