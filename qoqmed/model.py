@@ -38,15 +38,6 @@ __all__ = ['QWEN25_VL_CHAT_TEMPLATE', 'QOQMED_CHAT_TEMPLATE', 'OFFICIAL_CHAT_TEM
            'trainable_table', 'freeze_for_stage', 'save_tiny_qwen', 'checkpoint_tensor_shapes', 'checkpoint_layout',
            'official_config', 'official_config_dict']
 
-# %% ../nbs/04_model.ipynb #74d43016
-class _DropMessage:
-    "A logging filter that drops records whose message starts with `prefix`."
-    def __init__(self, prefix:str): self.prefix = prefix
-    def filter(self, record) -> bool: return not str(record.msg).startswith(self.prefix)
-
-import logging
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessage("Failed to load CPU gemm_4bit_forward from kernels-community"))
-
 # %% ../nbs/04_model.ipynb #ceee7ee2
 QWEN25_VL_CHAT_TEMPLATE = ( # Qwen2.5-VL-7B-Instruct's chat_template.json, verbatim
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
