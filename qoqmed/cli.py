@@ -92,11 +92,11 @@ def _cmd_validate(args) -> int:
     return 1 if errors else 0
 
 # %% ../nbs/14_cli.ipynb #234c55eb
-_VALIDATE_RATES = ("Measured with bench/validate.py on a 2-core machine shared with other jobs (load average 1.4), each record "
-                   "with its own files: full decode 610 records/s with 2 workers (1.7x one) on a PNG/JPEG-heavy mix, so 2.61 M "
-                   "records in about 1.2 h; --fast 4,800 records/s, about 9 min. 3-D studies and DICOM/WFDB ECGs cost more "
-                   "(a multi-frame colour ultrasound DICOM 55-70 ms, a DICOM waveform ECG 17-22 ms), so a mix like the demo's "
-                   "runs at about 60-100 records/s. See bench/RESULTS.md.")
+_VALIDATE_RATES = ("Measured with bench/validate.py on a quiet 2-core machine, each record with its own files: full decode 877 "
+                   "records/s with 2 workers (1.9x one) on a PNG/JPEG-heavy mix, so 2.61 M records in about 50 min; --fast 3,900 "
+                   "records/s, about 11 min. ECGs and 3-D studies cost more (a DICOM waveform ECG 21 ms, WFDB 13 ms, a multi-frame "
+                   "colour ultrasound 29 ms), so a mix like the demo's (3 ECGs in 14 records) runs at about 300 records/s, 2.4 h "
+                   "for 2.61 M. See bench/RESULTS.md.")
 
 def _add_validate_command(sub):
     "Register `validate`."
