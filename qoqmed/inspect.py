@@ -165,7 +165,8 @@ def draw_overlay(image:Image.Image, # the original image (or one frame)
     for b in boxes:
         x1, y1, x2, y2 = sc(b["bbox_2d"])
         draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=PREDICTED_COLOUR, width=2)
-        if b.get("label"): draw.text((min(x1, x2) + 3, max(0, min(y1, y2) - 14)), str(b["label"]), fill=PREDICTED_COLOUR, font_size=12)
+        size = max(12, round(max(img.size) / 32))   # the label scales with the image, so it stays readable on a large study
+        if b.get("label"): draw.text((min(x1, x2) + 3, max(0, min(y1, y2) - size - 2)), str(b["label"]), fill=PREDICTED_COLOUR, font_size=size)
     return img
 
 # %% ../nbs/13_inspect.ipynb #20f8dc0a
@@ -347,7 +348,7 @@ def _reasoning_panel(ax, completion:str|None, max_chars:int) -> None:
     completion = completion or "(no completion)"
     if len(completion) > max_chars: completion = completion[:max_chars] + " …"
     wrapped = "\n".join(textwrap.fill(line, 100) for line in completion.splitlines())
-    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=7, family="monospace", wrap=True)
+    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=9, family="monospace", wrap=True)
     ax.set_title("reasoning", fontsize=9, loc="left")
 
 def _reward_panel(ax, reward:dict) -> None:
@@ -549,6 +550,7 @@ class TraceInspector:
         if trace is None:
             self.header.value, self.notes.value = "<b>no trace matches the filters</b>", ""
             self.image.value = self.ecg.value = b""
+            self.image.layout.display = self.ecg.layout.display = "none"
             self.reasoning.value = self.rewards.value = self.answer.value = ""
             self.frame.layout.display = "none"
             return
@@ -567,6 +569,7 @@ class TraceInspector:
             fig = plot_ecg(media["ecg"]); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=70); plt.close(fig)
             self._ecg_png[i] = buf.getvalue()
         self.ecg.value = self._ecg_png.get(i, b"")
+        self.ecg.layout.display = "flex" if self.ecg.value else "none"   # an empty Image widget draws a broken-image icon
         self.reasoning.value = scoped_html(reasoning_html(trace.get("completion")))
         self.rewards.value = scoped_html(reward_html(trace.get("reward")))
         self.answer.value = scoped_html(answer_html(trace))
@@ -575,8 +578,8 @@ class TraceInspector:
         trace = self.current
         if trace is None: return
         image, _ = _study_image(trace, self._media[self.filtered[self.pos]], self.frame.value, self.max_side)
-        if image is None: self.image.value = b""; return
-        buf = io.BytesIO(); image.save(buf, format="PNG"); self.image.value = buf.getvalue()
+        if image is None: self.image.value = b""; self.image.layout.display = "none"; return
+        buf = io.BytesIO(); image.save(buf, format="PNG"); self.image.value = buf.getvalue(); self.image.layout.display = "flex"
 
     def next(self):
         "Show the next trace that passes the filters."
