@@ -301,6 +301,41 @@ def _add_training_commands(sub):
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_cmd_train)
 
+# %% ../nbs/14_cli.ipynb #ed5f8ee5
+def _step_range(text:str|None) -> tuple[int|None, int|None]|None:
+    "`A:B`, `A:`, `:B` or `A` as an inclusive (first, last) step range."
+    from qoqmed.media import DataError
+    if not text: return None
+    lo, sep, hi = text.partition(":")
+    try: return (int(lo) if lo.strip() else None, (int(hi) if hi.strip() else None) if sep else int(lo))
+    except ValueError: raise DataError(f"--steps {text!r}: expected FIRST:LAST step numbers, e.g. 3:5, 3: or :5") from None
+
+def _cmd_inspect(args) -> int:
+    "Export a run's, an evaluation's or a trace file's traces as one HTML page."
+    from qoqmed.inspect import export_html, load_traces, select_traces
+    from qoqmed.media import DataError
+    traces = load_traces(args.path)
+    picked = select_traces(traces, steps=_step_range(args.steps), domain=args.domain, question=args.question, limit=args.limit)
+    if not picked: raise DataError(f"{args.path}: no traces match (of {len(traces)}; --steps {args.steps}, --domain {args.domain}, --question {args.question})")
+    out = export_html(picked, args.html, title=args.title or f"QoQ-Med traces: {Path(args.path).name}")
+    print(f"wrote {out} ({len(picked)} of {len(traces)} traces)")
+    return 0
+
+def _add_inspect_command(sub):
+    "Register `inspect`."
+    from qoqmed.records import DOMAINS
+    p = sub.add_parser("inspect", help="export a training run's rollouts or an evaluation's traces as one HTML page",
+                       description="Write the self-contained HTML page of a training run folder (completions.jsonl), an evaluation folder "
+                                   "(traces.jsonl) or a trace file: studies with boxes in original pixels, ECGs, reasoning, rewards.")
+    p.add_argument("path", help="training run folder, evaluation folder, or traces.jsonl / completions.jsonl")
+    p.add_argument("--html", required=True, help="the HTML file to write")
+    p.add_argument("--steps", default=None, help="training steps to keep, inclusive: FIRST:LAST, FIRST: or :LAST")
+    p.add_argument("--domain", default=None, choices=list(DOMAINS), help="keep only this domain")
+    p.add_argument("--question", default=None, help="keep only this sample id (its rollouts at every step)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many traces")
+    p.add_argument("--title", default=None, help="page title")
+    p.set_defaults(func=_cmd_inspect)
+
 # %% ../nbs/14_cli.ipynb #b6bc7143
 def build_parser() -> argparse.ArgumentParser:
     "The `qoqmed` argument parser with all subcommands."
@@ -315,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_command(sub)
     _add_training_commands(sub)
     _add_evaluation_commands(sub)
+    _add_inspect_command(sub)
     return parser
 
 # %% ../nbs/14_cli.ipynb #da7da4f4

@@ -11,11 +11,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from .media import ECG_LEADS, load_image, load_volume, load_ecg, load_mask
 from .records import DOMAINS, DOMAIN_NAMES
+from .traces import rollout_trace
 
 # %% auto #0
-__all__ = ['PREDICTED_COLOUR', 'TRUTH_COLOUR', 'REWARD_PARTS', 'VERDICTS', 'load_traces', 'predicted_boxes', 'trace_media',
-           'draw_overlay', 'plot_ecg', 'scoped_html', 'reasoning_html', 'reward_html', 'is_correct', 'answer_html',
-           'notes_html', 'render_trace', 'png_data_uri', 'trace_html', 'export_html', 'TraceInspector']
+__all__ = ['PREDICTED_COLOUR', 'TRUTH_COLOUR', 'REWARD_PARTS', 'VERDICTS', 'load_traces', 'select_traces', 'predicted_boxes',
+           'trace_media', 'draw_overlay', 'plot_ecg', 'scoped_html', 'reasoning_html', 'reward_html', 'is_correct',
+           'answer_html', 'notes_html', 'render_trace', 'png_data_uri', 'trace_html', 'export_html', 'TraceInspector']
 
 # %% ../nbs/13_inspect.ipynb #0b786fae
 def _placeholder(n:int, error:str, source:str) -> dict:
@@ -23,24 +24,56 @@ def _placeholder(n:int, error:str, source:str) -> dict:
     return {"id": f"line-{n}", "domain": "unknown", "dataset": "?", "status": "failed", "malformed": True,
             "error": f"{source}, line {n}: {error}", "inputs": {}, "truth": {}}
 
-def load_traces(source:str|Path|Sequence[dict], # a traces.jsonl path, or traces as dicts
+def _trace_file(path:Path) -> Path:
+    "The trace file of a run folder (`completions.jsonl`), an evaluation folder (`traces.jsonl`), or the file itself."
+    if path.is_file(): return path
+    if path.is_dir():
+        for name in ("traces.jsonl", "completions.jsonl"):
+            if (path/name).is_file(): return path/name
+        raise FileNotFoundError(f"{path}: neither an evaluation folder (no traces.jsonl) nor a training run (no completions.jsonl)")
+    raise FileNotFoundError(f"{path}: no such trace file or folder")
+
+def _is_rollout(row:dict) -> bool:
+    "A trainer row of `completions.jsonl` (it has a step and a completion but no schema version)."
+    return "schema_version" not in row and "step" in row and "completion" in row
+
+def load_traces(source:str|Path|Sequence[dict], # a training run folder, an evaluation folder, a traces.jsonl / completions.jsonl, or traces as dicts
                 root:str|Path|None=None, # where the media live, overriding each trace's `inputs.root` (e.g. traces from another machine)
                ) -> list[dict]:
-    "Traces as dicts; unreadable lines become failed placeholder traces that say what was wrong."
+    "Traces as dicts (training rollouts converted by `rollout_trace`); unreadable lines become failed placeholder traces that say what was wrong."
     if root is not None:
         return [{**t, "inputs": {**(t.get("inputs") or {}), "root": str(root)}} for t in load_traces(source)]
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file(): raise FileNotFoundError(f"{path}: no such trace file")
+        path = _trace_file(Path(source))
         out = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip(): continue
             try: t = json.loads(line)
             except json.JSONDecodeError as e: out.append(_placeholder(n, f"not JSON ({e})", str(path))); continue
-            out.append(t if isinstance(t, dict) else _placeholder(n, f"expected a JSON object, got {type(t).__name__}", str(path)))
+            if not isinstance(t, dict): out.append(_placeholder(n, f"expected a JSON object, got {type(t).__name__}", str(path))); continue
+            out.append(rollout_trace(t) if _is_rollout(t) else t)
         return out
     return [t if isinstance(t, dict) else _placeholder(i + 1, f"expected a dict, got {type(t).__name__}", "traces")
             for i, t in enumerate(source)]
+
+# %% ../nbs/13_inspect.ipynb #28638893
+def select_traces(traces:Sequence[dict], # traces (from `load_traces`)
+                  steps:tuple[int|None, int|None]|None=None, # (first, last) training step, inclusive; None ends are open
+                  domain:str|None=None, # keep only this domain
+                  question:str|None=None, # keep only this sample id
+                  limit:int|None=None, # at most this many
+                 ) -> list[dict]:
+    "The traces within a step range, of a domain and of a question, at most `limit`."
+    lo, hi = steps or (None, None)
+    def keep(t):
+        step = t.get("step")
+        if (lo is not None or hi is not None) and not isinstance(step, int): return False
+        if lo is not None and step < lo: return False
+        if hi is not None and step > hi: return False
+        return (domain is None or t.get("domain") == domain) and (question is None or str(t.get("id")) == question)
+    out = [t for t in traces if keep(t)]
+    if question is not None: out.sort(key=lambda t: t.get("step") or 0)
+    return out[:limit] if limit is not None else out
 
 # %% ../nbs/13_inspect.ipynb #93353751
 def predicted_boxes(trace:dict, # one trace
@@ -132,7 +165,8 @@ def draw_overlay(image:Image.Image, # the original image (or one frame)
     for b in boxes:
         x1, y1, x2, y2 = sc(b["bbox_2d"])
         draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=PREDICTED_COLOUR, width=2)
-        if b.get("label"): draw.text((min(x1, x2) + 3, max(0, min(y1, y2) - 14)), str(b["label"]), fill=PREDICTED_COLOUR, font_size=12)
+        size = max(12, round(max(img.size) / 32))   # the label scales with the image, so it stays readable on a large study
+        if b.get("label"): draw.text((min(x1, x2) + 3, max(0, min(y1, y2) - size - 2)), str(b["label"]), fill=PREDICTED_COLOUR, font_size=size)
     return img
 
 # %% ../nbs/13_inspect.ipynb #20f8dc0a
@@ -314,7 +348,7 @@ def _reasoning_panel(ax, completion:str|None, max_chars:int) -> None:
     completion = completion or "(no completion)"
     if len(completion) > max_chars: completion = completion[:max_chars] + " …"
     wrapped = "\n".join(textwrap.fill(line, 100) for line in completion.splitlines())
-    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=7, family="monospace", wrap=True)
+    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=9, family="monospace", wrap=True)
     ax.set_title("reasoning", fontsize=9, loc="left")
 
 def _reward_panel(ax, reward:dict) -> None:
@@ -461,16 +495,23 @@ class TraceInspector:
         self.domain = W.Dropdown(options=[("all", "all")] + [(DOMAIN_NAMES.get(d, d), d) for d in domains], value="all", description="domain")
         self.dataset = W.Dropdown(options=["all"] + sorted({str(t.get("dataset")) for t in self.traces}), value="all", description="dataset")
         self.verdict = W.Dropdown(options=list(VERDICTS), value="all", description="verdict")
-        self.reward_range = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.05, description="reward")
+        top = max([1.0] + [float((t.get("reward") or {}).get("overall") or 0.0) for t in self.traces])   # a training reward may pass 1
+        self.reward_range = W.FloatRangeSlider(value=(0.0, top), min=0.0, max=top, step=0.05, description="reward")
+        steps = sorted({t["step"] for t in self.traces if isinstance(t.get("step"), int)})   # training rollouts only
+        self.steps = W.IntRangeSlider(value=(steps[0], steps[-1]) if steps else (0, 0), min=steps[0] if steps else 0,
+                                      max=steps[-1] if steps else 0, description="steps", continuous_update=False)
+        self.question = W.Dropdown(options=["all"] + sorted({str(t.get("id")) for t in self.traces}), value="all", description="question")
+        self.steps.layout.display = "flex" if steps else "none"
         self.prev_button, self.next_button = W.Button(description="◀ previous"), W.Button(description="next ▶")
         self.position, self.header, self.notes = W.HTML(), W.HTML(), W.HTML()
         self.frame = W.IntSlider(value=0, min=0, max=0, description="frame", continuous_update=False)
         self.image, self.ecg = W.Image(format="png"), W.Image(format="png")
         self.reasoning, self.rewards, self.answer = W.HTML(), W.HTML(), W.HTML()
-        for w in (self.domain, self.dataset, self.verdict, self.reward_range): w.observe(lambda _: self._refilter(), names="value")
+        for w in (self.domain, self.dataset, self.verdict, self.reward_range, self.steps, self.question): w.observe(lambda _: self._refilter(), names="value")
         self.frame.observe(lambda _: self._draw_study(), names="value")
         self.prev_button.on_click(lambda _: self.prev()); self.next_button.on_click(lambda _: self.next())
-        self.widget = W.VBox([W.HBox([self.domain, self.dataset, self.verdict]), W.HBox([self.reward_range, self.prev_button, self.next_button, self.position]),
+        self.widget = W.VBox([W.HBox([self.domain, self.dataset, self.verdict]), W.HBox([self.steps, self.question]),
+                              W.HBox([self.reward_range, self.prev_button, self.next_button, self.position]),
                               self.header, self.notes, W.HBox([W.VBox([self.image, self.frame]), self.ecg]),
                               W.HBox([self.reasoning, W.VBox([self.rewards, self.answer])])])
         self.filtered, self.pos = [], 0
@@ -481,7 +522,9 @@ class TraceInspector:
         verdict = {True: "correct", False: "incorrect", None: "failed"}[is_correct(trace)]
         overall = float((trace.get("reward") or {}).get("overall") or 0.0)
         low, high = self.reward_range.value
-        return ((self.domain.value == "all" or trace.get("domain") == self.domain.value)
+        if self.steps.layout.display != "none" and not select_traces([trace], steps=self.steps.value): return False
+        return ((self.question.value == "all" or str(trace.get("id")) == self.question.value)
+                and (self.domain.value == "all" or trace.get("domain") == self.domain.value)
                 and (self.dataset.value == "all" or str(trace.get("dataset")) == self.dataset.value)
                 and (self.verdict.value == "all" or verdict == self.verdict.value)
                 and low - 1e-9 <= overall <= high + 1e-9)
@@ -493,6 +536,7 @@ class TraceInspector:
 
     def _refilter(self):
         self.filtered = [i for i, t in enumerate(self.traces) if self.matches(t)]
+        if self.question.value != "all": self.filtered.sort(key=lambda i: (self.traces[i].get("step") or 0, i))   # the question across steps
         self.show(0)
 
     def show(self, pos:int, # position in the filtered list
@@ -506,6 +550,7 @@ class TraceInspector:
         if trace is None:
             self.header.value, self.notes.value = "<b>no trace matches the filters</b>", ""
             self.image.value = self.ecg.value = b""
+            self.image.layout.display = self.ecg.layout.display = "none"
             self.reasoning.value = self.rewards.value = self.answer.value = ""
             self.frame.layout.display = "none"
             return
@@ -524,6 +569,7 @@ class TraceInspector:
             fig = plot_ecg(media["ecg"]); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=70); plt.close(fig)
             self._ecg_png[i] = buf.getvalue()
         self.ecg.value = self._ecg_png.get(i, b"")
+        self.ecg.layout.display = "flex" if self.ecg.value else "none"   # an empty Image widget draws a broken-image icon
         self.reasoning.value = scoped_html(reasoning_html(trace.get("completion")))
         self.rewards.value = scoped_html(reward_html(trace.get("reward")))
         self.answer.value = scoped_html(answer_html(trace))
@@ -532,8 +578,8 @@ class TraceInspector:
         trace = self.current
         if trace is None: return
         image, _ = _study_image(trace, self._media[self.filtered[self.pos]], self.frame.value, self.max_side)
-        if image is None: self.image.value = b""; return
-        buf = io.BytesIO(); image.save(buf, format="PNG"); self.image.value = buf.getvalue()
+        if image is None: self.image.value = b""; self.image.layout.display = "none"; return
+        buf = io.BytesIO(); image.save(buf, format="PNG"); self.image.value = buf.getvalue(); self.image.layout.display = "flex"
 
     def next(self):
         "Show the next trace that passes the filters."

@@ -14,7 +14,8 @@ from . import rewards
 
 # %% auto #0
 __all__ = ['TRACE_SCHEMA_VERSION', 'TRACE_FIELDS', 'EXAMPLE_COMPLETIONS', 'trace_schema_markdown', 'trace_problems', 'TraceError',
-           'validate_trace', 'append_trace', 'read_traces', 'make_trace', 'example_completion', 'example_traces']
+           'validate_trace', 'append_trace', 'read_traces', 'make_trace', 'example_completion', 'example_traces',
+           'rollout_trace']
 
 # %% ../nbs/07_traces.ipynb #82153dd3
 TRACE_SCHEMA_VERSION = "1.0"
@@ -39,6 +40,13 @@ TRACE_FIELDS = {
     "model": ("object", False, "`name` / `path` of the model that generated the completion"),
     "generation": ("object", False, "generation settings: `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `seed`, `batch_size`"),
     "seconds": ("number", False, "wall-clock seconds spent on this sample's batch divided by the batch size"),
+    # training rollouts only (see "Training rollouts as traces" below); an evaluation trace has none of them
+    "step": ("number", False, "training: the optimizer step that generated this rollout (1-based)"),
+    "rank": ("number", False, "training: index of the process that generated it"),
+    "question_index": ("number", False, "training: the question's position in the step's batch (rollouts of one question share it)"),
+    "rewards": ("object", False, "training: every reward function's value by its name (null where it did not score the rollout)"),
+    "advantage": ("number", False, "training: the advantage the policy update used (DRPO's or GRPO's)"),
+    "drpo": ("object", False, "training: DRPO's factors of the rollout where known: `domain_temperature` (T_d), `cluster_temperature` (T_c), `kl_damping` (m)"),
 }
 
 # %% ../nbs/07_traces.ipynb #7780b76a
@@ -257,3 +265,47 @@ def example_traces(data:str|Path|None=None, # a JSONL of demo records (default: 
                                  image_sizes=[size] if size else None, model={"name": "hand-written example"},
                                  generation={"source": "EXAMPLE_COMPLETIONS"}, data_file=data))
     return traces
+
+# %% ../nbs/07_traces.ipynb #9ecb81ec
+_ECG_SUFFIXES = (".npy", ".csv", ".dat", ".hea", ".mat", ".xml", ".edf")
+
+def _image_size(path) -> tuple[int, int]|None:
+    "The (width, height) of an image file from its header, or None when it cannot be read."
+    from PIL import Image
+    try:
+        with Image.open(path) as im: return im.size
+    except Exception: return None
+
+def rollout_trace(row:dict, # one row of a run's `completions.jsonl`
+                  pixels:dict|None=None, # min_pixels / max_pixels / factor of the processor; default Qwen2.5-VL's
+                 ) -> dict:
+    "A trainer rollout row as a trace of the trace schema (training fields kept)."
+    media = [str(m) for m in row.get("media") or []]
+    series = [m for m in media if Path(m).suffix.lower() in _ECG_SUFFIXES]
+    images = [m for m in media if m not in series]
+    size = _image_size(images[0]) if images else None
+    completion = row.get("completion") or ""
+    parsed = rewards.parse_completion(completion)
+    original = rewards.boxes_to_original(parsed.boxes, size, **(pixels or {})) if size else list(parsed.boxes)
+    labels = parsed.labels or [None] * len(parsed.boxes)
+    found = {k: v for k, v in (row.get("rewards") or {}).items()}
+    part = lambda name: next((v for k, v in found.items() if k.split("_")[0] == name), None)
+    scored = [v for v in found.values() if v is not None]
+    trace = {"schema_version": TRACE_SCHEMA_VERSION, "id": str(row.get("id")), "domain": str(row.get("domain") or "unknown"),
+             "dataset": str(row.get("dataset") or ""), "status": "ok", "error": None,
+             "inputs": {"images": images, "videos": [], "time_series": series, "image_sizes": [list(size)] if size else []},
+             "prompt": str(row.get("question") or ""), "completion": completion,
+             "parsed": {"think": parsed.reasoning, "answer": parsed.answer, "json_status": parsed.json_status,
+                        "boxes": [{"bbox_2d": [round(float(v), 2) for v in b], "label": l} for b, l in zip(parsed.boxes, labels)]},
+             "boxes": [{"bbox_2d": [round(float(v), 2) for v in b], "label": l, "image": 0} for b, l in zip(original, labels)] if size else [],
+             "truth": {"answer": _truth_text(row.get("answer")), "choices": None, "bbox": None, "segmentation_path": None},
+             "reward": {"overall": round(float(sum(scored)), 6) if scored else None,
+                        **{k: part(k) for k in ("accuracy", "iou", "aux")}},
+             "rewards": found, "advantage": float(row.get("advantage") or 0.0), "step": int(row.get("step") or 0)}
+    if trace["domain"] not in DOMAINS: trace["domain"] = "unknown"; trace["status"] = "failed"; trace["error"] = f"unknown domain {row.get('domain')!r}"
+    for k in ("rank", "question_index"):
+        if isinstance(row.get(k), int): trace[k] = row[k]
+    if isinstance(row.get("drpo"), dict): trace["drpo"] = row["drpo"]
+    if parsed.answer and trace["truth"]["answer"]:
+        trace["correct"] = rewards.label_set(parsed.answer) == rewards.label_set(trace["truth"]["answer"])
+    return trace

@@ -478,7 +478,7 @@ def _write_trace(self:QoQMedGRPOTrainer, meta:list, adv):
         for i in range(n):
             question = " ".join(c["text"] for msg in prompts[i] if isinstance(msg["content"], list) for c in msg["content"] if c.get("type") == "text" and c.get("text"))
             media = [c["path"] for msg in prompts[i] if isinstance(msg["content"], list) for c in msg["content"] if c.get("path")]
-            row = dict(step=self.state.global_step + 1, question_index=i // self.num_generations, **meta[i], question=question, media=media,
+            row = dict(step=self.state.global_step + 1, rank=i * self.accelerator.num_processes // n, question_index=i // self.num_generations, **meta[i], question=question, media=media,
                        completion=rewards.completion_text(completions[i]),
                        rewards={name: (None if math.isnan(v) else v) for name, v in zip(self.reward_func_names, rpf[i].tolist())},
                        advantage=float(adv[i]))
