@@ -281,7 +281,7 @@ def _add_training_commands(sub):
     "Register `demo` and `train`."
     from qoqmed.trainer import ALGOS
     from qoqmed.recipes import run_demo, train_from_config
-    p = sub.add_parser("demo", help="train the tiny model with DRPO on the demo data, on the CPU, in about a minute",
+    p = sub.add_parser("demo", help="train the tiny model with DRPO on the demo data, on the CPU, in about two minutes",
                        description="Train a tiny random QoQ-Med with DRPO on the shipped demo dataset for a few steps on the CPU and write a run "
                                    "folder: metrics (CSV/JSONL), per-domain reward and temperature plots, the completions trace, a checkpoint "
                                    "after every step and the final model. A new demo starts over in its folder; --resume continues a killed one. "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_recipes.ipynb #bc6a8ab4
 from __future__ import annotations
-import csv, dataclasses, json, os, time, warnings
+import contextlib, csv, dataclasses, json, math, os, shlex, time, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,10 +20,11 @@ from .trainer import (CheckpointError, ConfigError, QoQMedGRPOConfig, QoQMedGRPO
                             truncate_jsonl_steps, tiny_run_config, toy_text_reward)
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'INITIAL_DIR', 'INITIAL_MARKER', 'metrics_to_csv', 'MetricsFileCallback', 'plot_by_domain',
-           'QuietProgressCallback', 'run_demo', 'qlora_quantization_config', 'lora_config', 'prepare_qlora_model',
-           'load_qoqmed', 'load_run_config', 'set_pixel_limits', 'build_from_config', 'save_initial_model',
-           'resolve_run_checkpoint', 'train_from_config', 'train_main']
+__all__ = ['LORA_TARGETS', 'INITIAL_DIR', 'INITIAL_MARKER', 'metrics_to_csv', 'MetricsFileCallback', 'domain_series',
+           'plot_by_domain', 'QuietProgressCallback', 'run_card_text', 'library_notices_filtered', 'run_demo',
+           'qlora_quantization_config', 'lora_config', 'prepare_qlora_model', 'load_qoqmed', 'load_run_config',
+           'set_pixel_limits', 'build_from_config', 'save_initial_model', 'resolve_run_checkpoint', 'train_from_config',
+           'train_main']
 
 # %% ../nbs/10_recipes.ipynb #70fb4f67
 def metrics_to_csv(jsonl_path) -> Path:
@@ -50,26 +51,47 @@ class MetricsFileCallback(TrainerCallback):
         if state.is_world_process_zero and (self.folder / "metrics.jsonl").is_file(): metrics_to_csv(self.folder / "metrics.jsonl")
 
 # %% ../nbs/10_recipes.ipynb #9a3da857
-def plot_by_domain(log_history:list, # `trainer.state.log_history` or rows of metrics.jsonl
-                   key:str, # the per-domain metric after the domain, e.g. "reward" (domain/<d>/reward) or "T_d" (drpo/<d>/T_d)
-                   path, # PNG to write
-                   ylabel:str|None=None, # axis label
-                   title:str|None=None, # plot title
-                  ) -> Path:
-    "Plot one per-domain metric over the steps, one line per domain; a domain appears where it was sampled."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def domain_series(log_history:list, # `trainer.state.log_history` or rows of metrics.jsonl
+                  key:str, # the per-domain metric after the domain, e.g. "reward" (domain/<d>/reward) or "T_d" (drpo/<d>/T_d)
+                 ) -> dict[str, list[tuple]]:
+    "Per domain, the (step, value) pairs of `domain/<d>/<key>` or `drpo/<d>/<key>` in log order, domains sorted."
     series = {}
     for row in log_history:
         for k, v in row.items():
             parts = k.split("/")
             if len(parts) == 3 and parts[0] in ("domain", "drpo") and parts[2] == key and v is not None:
                 series.setdefault(parts[1], []).append((row.get("step"), float(v)))
+    return dict(sorted(series.items()))
+
+def _rolling_mean(values:Sequence[float], window:int) -> list[float]:
+    "The mean of each `window` consecutive values (the trailing window; one value fewer than `window` shorter than the input)."
+    c = [0.0]
+    for v in values: c.append(c[-1] + v)
+    return [(c[i] - c[i - window]) / window for i in range(window, len(c))]
+
+# %% ../nbs/10_recipes.ipynb #9a796836
+def plot_by_domain(log_history:list, # `trainer.state.log_history` or rows of metrics.jsonl
+                   key:str, # the per-domain metric after the domain, e.g. "reward" (domain/<d>/reward) or "T_d" (drpo/<d>/T_d)
+                   path, # PNG to write
+                   ylabel:str|None=None, # axis label
+                   title:str|None=None, # plot title
+                   rolling:int=5, # window of the rolling-mean line, drawn for a domain with at least 2 × this many points
+                  ) -> Path:
+    "Plot one per-domain metric over the steps: a dot per logged step, and a rolling-mean line where a domain has many points."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series = domain_series(log_history, key)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for d, pts in sorted(series.items()): ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=d)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (d, pts) in enumerate(series.items()):
+        x, y, c = [p[0] for p in pts], [p[1] for p in pts], colours[i % len(colours)]
+        many = len(pts) >= 2 * rolling
+        ax.plot(x, y, linestyle="none", marker="o", markersize=3.5 if many else 6, alpha=0.45 if many else 0.9, color=c,
+                label=f"{d} ({len(pts)} step{'s' if len(pts) != 1 else ''})")
+        if many: ax.plot(x[rolling - 1:], _rolling_mean(y, rolling), color=c, linewidth=1.8)
     ax.set_xlabel("step"); ax.set_ylabel(ylabel or key); ax.grid(alpha=0.3)
     if title: ax.set_title(title, fontsize=10)
-    if series: ax.legend(fontsize=8, ncol=2)
+    if series: ax.legend(fontsize=8, ncol=2, title=f"dots: logged steps; lines: mean of {rolling} (≥ {2 * rolling} points)", title_fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
     return Path(path)
 
@@ -88,8 +110,96 @@ class QuietProgressCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None: self.bar.close(); self.bar = None
 
+# %% ../nbs/10_recipes.ipynb #2136434f
+def _fmt_value(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+def _card_rows(output_dir:Path, trainer) -> list[dict]:
+    "The run's log rows: `metrics.jsonl` where the run wrote one, else the trainer's `log_history`."
+    path = output_dir / "metrics.jsonl"
+    if path.is_file():
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try: rows.append(json.loads(line))
+            except json.JSONDecodeError: pass   # a line cut by a kill; the card is a summary, not a check
+        return rows
+    return list(getattr(trainer.state, "log_history", []) or [])
+
+def _card_what_ran(trainer, info:dict) -> list[str]:
+    args, st = trainer.args, trainer.state
+    names = list(getattr(trainer, "reward_func_names", []) or [])
+    total = " + ".join(f"{w:g}·{n}" for w, n in zip(args.reward_weights, names)) or "—"
+    drpo = "TRL's own GRPO advantage (no DRPO)" if args.algo == "grpo" else ", ".join(
+        f"{k}={v}" for k, v in dataclasses.asdict(args.drpo_config()).items() if k not in ("feature_dim",))
+    rows = [("model", info.get("model", "—")),
+            ("data", f"`{info.get('data', '—')}`: {info.get('records', '—')} records over {info.get('domains', '—')} domains"
+                     + (f" ({info['skipped']} skipped at load time)" if info.get("skipped") else "")),
+            ("algorithm", f"`{args.algo}`; {drpo}"),
+            ("rewards", f"preset `{args.reward_preset}`, total `{args.reward_total}` of {total}"),
+            ("steps", f"{st.global_step} of {args.max_steps} optimizer steps; {args.per_device_train_batch_size} rollouts per device "
+                      f"per step, {args.num_generations} per question; learning rate {args.learning_rate:g}, β (KL) {args.beta:g}"),
+            ("seeds", f"seed {args.seed}, data seed {args.data_seed if args.data_seed is not None else args.seed}, DRPO seed {args.drpo_seed}"),
+            ("command", f"`{info.get('command', '—')}`")]
+    lines = ["## What ran", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if info.get("config") is not None:
+        import yaml
+        lines += ["", "The run config, overrides applied:", "", "```yaml", yaml.safe_dump(info["config"], sort_keys=False).rstrip(), "```"]
+    return lines
+
+def _card_rewards(rows:list[dict]) -> list[str]:
+    series = domain_series(rows, "reward")
+    lines = ["## Reward by domain", "", "The weighted reward of each domain's rollouts (`domain/<d>/reward` in `metrics.jsonl`) at the first "
+             "and the last step the domain was logged; one step's value is the mean over that step's rollouts of the domain.", ""]
+    if not series: return lines + ["No per-domain reward logged yet.", ""]
+    lines += ["| domain | steps logged | first step | reward | last step | reward | change |", "|---|---|---|---|---|---|---|"]
+    for d, pts in series.items():
+        (s0, r0), (s1, r1) = pts[0], pts[-1]
+        lines.append(f"| {d} | {len(pts)} | {s0} | {r0:.4f} | {s1} | {r1:.4f} | {r1 - r0:+.4f} |")
+    return lines
+
+def _card_drpo(trainer, rows:list[dict]) -> list[str]:
+    lines = ["## DRPO state", ""]
+    drpo = getattr(trainer, "drpo", None)
+    if drpo is None: return lines + [f"None: `algo={trainer.args.algo}` uses TRL's advantage.", ""]
+    last = {key: {d: pts[-1][1] for d, pts in domain_series(rows, key).items()} for key in ("T_d", "k")}
+    lines += [f"After {drpo.steps} DRPO steps; reward scale σ = {drpo.reward_max:.4f} (the largest |reward| so far). N_d: questions "
+              "seen, μ_d: mean reward of the domain's rollouts, T_d: domain temperature and k: clusters, as last logged.", "",
+              "| domain | N_d | rollouts | μ_d | T_d | k |", "|---|---|---|---|---|---|"]
+    for d, st in sorted(drpo.domains.items()):
+        mu = st["reward_sum"] / max(st["rollouts"], 1)
+        k = last["k"].get(d)
+        lines.append(f"| {d} | {st['questions']} | {st['rollouts']} | {mu:.4f} | {_fmt_value(last['T_d'].get(d))} | "
+                     f"{'—' if k is None else int(k)} |")
+    return lines
+
+def _card_next(out:str, info:dict) -> list[str]:
+    return ["## What next", "",
+            f"- **resume** (after a kill, or with a larger step budget): `{info.get('resume_command', '—')}`; it continues from the "
+            "last intact checkpoint with the same DRPO history, optimizer and data position.",
+            f"- **evaluate** the final model on a test JSONL: `qoqmed eval --model {out}/final --data {info.get('eval_data', 'TEST.jsonl')} "
+            f"--out {out}/eval` (per-domain accuracy, macro-F1, IoU as `{out}/eval/metrics.md`).",
+            f"- **inspect** the rollouts: `qoqmed inspect {out} --html {out}/run.html`, or in JupyterLab "
+            f"`from qoqmed.inspect import TraceInspector, load_traces; TraceInspector(load_traces(\"{out}\"))`.",
+            f"- **files**: `metrics.jsonl` / `metrics.csv` (every logged step), `reward_by_domain.png`, `temperature_by_domain.png` "
+            "(demo), `completions.jsonl` (every rollout), `checkpoint-N/`, `final/`."]
+
+def run_card_text(trainer, # a QoQMedGRPOTrainer (or anything with its args, state, drpo and reward_func_names)
+                  info:dict, # what the trainer cannot know: model, data, records, domains, skipped, command, resume_command, config, eval_data
+                 ) -> str:
+    "The run folder's README.md: what ran, each domain's reward at its first and last logged step, the DRPO state, and what next."
+    import qoqmed
+    out = Path(trainer.args.output_dir)
+    rows = _card_rows(out, trainer)
+    state = "finished" if trainer.state.global_step >= trainer.args.max_steps else "in progress"
+    head = [f"# QoQ-Med run `{out.name}`", "",
+            f"> {trainer.args.algo} on {info.get('records', '—')} records, step {trainer.state.global_step} of {trainer.args.max_steps} "
+            f"({state}). Written by qoqmed {qoqmed.__version__} at every checkpoint and at the end of the run.", ""]
+    if info.get("note"): head += [info["note"], ""]
+    return "\n".join(head + _card_what_ran(trainer, info) + [""] + _card_rewards(rows) + [""] + _card_drpo(trainer, rows)
+                     + [""] + _card_next(str(out), info)) + "\n"
+
 # %% ../nbs/10_recipes.ipynb #47d492e4
-_DEMO_FILES = ("metrics.jsonl", "metrics.csv", "completions.jsonl", "reward_by_domain.png", "temperature_by_domain.png", "final")
+_DEMO_FILES = ("metrics.jsonl", "metrics.csv", "completions.jsonl", "reward_by_domain.png", "temperature_by_domain.png", "final", "README.md")
 
 def _demo_start(out:Path, resume:bool, verbose:bool) -> str|None:
     "The checkpoint a demo resumes from; None for a new demo, after removing what an earlier demo left in `out`."
@@ -117,20 +227,36 @@ def _demo_trainer(out:Path, steps:int, seed:int, algo:str, progress:bool, save_s
     trainer = QoQMedGRPOTrainer(model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=processor, callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)   # every metric is in metrics.jsonl; the console gets the bar and the summary
+    command = f"qoqmed demo --out {shlex.quote(str(out))} --steps {steps} --seed {seed} --algo {algo}"
+    info = dict(model=f"the tiny random QoQ-Med (`tiny_qoqmed(seed={seed})`, float32, CPU): it learns nothing clinical", data=str(DEMO_DATA),
+                eval_data=shlex.quote(str(DEMO_DATA)), records=len(ds), domains=len(set(ds["domain"])), skipped=len(skipped),
+                command=command, resume_command=command + " --resume",
+                note="The demo: the paper's three rewards plus the toy text reward (weight 1), so that a random model's curves move. "
+                     "It proves the pipeline (media, rewards, DRPO, logging, checkpoints), not the method.")
+    trainer.run_card = lambda t: run_card_text(t, info)
     return trainer, processor, ds
 
 # %% ../nbs/10_recipes.ipynb #6eee3bc3
+@contextlib.contextmanager
+def library_notices_filtered():
+    "Drop, for the block, the one deprecation warning TRL 1.16.0 triggers in transformers that no setting of ours avoids."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                                module=r"transformers\.modeling_utils")
+        yield
+
+# %% ../nbs/10_recipes.ipynb #35bf5fe5
 def _demo_train(trainer, processor, ckpt:str|None, final:Path):
-    "Train (resuming from `ckpt`) with one progress bar and no library deprecation notices; save the model and processor to `final`."
+    "Train (resuming from `ckpt`) with one progress bar; save the model and processor to `final`; write the run card."
     from transformers.utils import logging as hf_logging
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()   # one bar: ours (not the shard writer's at each save)
     try:
-        with warnings.catch_warnings():   # library deprecation notices are not the user's business here
-            warnings.simplefilter("ignore", DeprecationWarning); warnings.simplefilter("ignore", FutureWarning)
+        with library_notices_filtered():
             trainer._verified_checkpoint = ckpt
             trainer.train(resume_from_checkpoint=ckpt)
         trainer.save_model(str(final)); processor.save_pretrained(str(final))
+        trainer.create_model_card()   # the run card (README.md), now with the last step's numbers
     finally:
         if bars: hf_logging.enable_progress_bar()
 
@@ -143,7 +269,8 @@ def _demo_outputs(out:Path) -> dict:
                                            "qoqmed demo: reward by domain (tiny random model; the toy text reward moves it)"),
                 temperature_plot=plot_by_domain(hist, "T_d", out / "temperature_by_domain.png", "domain temperature T_d = max(√N_d·μ_d, ε)",
                                                 "qoqmed demo: DRPO domain temperature by domain"),
-                completions=out / "completions.jsonl", final_model=out / "final", checkpoint=Path(last_complete_checkpoint(out) or out))
+                completions=out / "completions.jsonl", final_model=out / "final", checkpoint=Path(last_complete_checkpoint(out) or out),
+                run_card=out / "README.md")
 
 # %% ../nbs/10_recipes.ipynb #ffa019e4
 def _demo_report(paths:dict, trainer, ds, steps:int, algo:str, t0:float):
@@ -362,6 +489,12 @@ def _training_fields(cfg:dict, path) -> dict:
     "The run's `QoQMedGRPOConfig` fields (`output_dir` defaults to `runs/<config name>`); a misspelt one is named, with the nearest real ones."
     tcfg = dict(cfg["training"])
     tcfg.setdefault("output_dir", f"runs/{Path(path).stem}")
+    if "gradient_checkpointing" in tcfg:   # transformers 5's old name (it warns on it): the same switch under its new name
+        old = tcfg.pop("gradient_checkpointing")
+        if tcfg.setdefault("activation_checkpointing", old) != old:
+            raise ConfigError(f"{path}: training.gradient_checkpointing={old} and training.activation_checkpointing="
+                              f"{tcfg['activation_checkpointing']} disagree; they are one switch (the first is its old name): set only the second")
+    tcfg.setdefault("activation_checkpointing", True)   # TRL's default (its GRPOConfig sets the old name to True), under the new name
     known = {f.name for f in dataclasses.fields(QoQMedGRPOConfig)}
     for k in tcfg:
         if k not in known:
@@ -371,12 +504,12 @@ def _training_fields(cfg:dict, path) -> dict:
     return tcfg
 
 def _run_dataset(data:dict, args:QoQMedGRPOConfig):
-    "The run's TRL dataset: `data.train` (a JSONL path or `demo`), checked as `data.check` says; skipped samples are logged."
+    "(TRL dataset, skipped samples) of `data.train` (a JSONL path or `demo`), checked as `data.check` says; skipped samples are logged."
     src = DEMO_DATA if str(data.get("train", "demo")) == "demo" else data["train"]
     ds, skipped = build_trl_dataset(src, root=data.get("root"), check=data.get("check", "exists"),
                                     max_frames=args.max_frames, max_bad_fraction=float(data.get("max_bad_fraction", 0.5)))
     if skipped: logger.warning("qoqmed: %d of %d samples skipped at load time", len(skipped), len(skipped) + len(ds))
-    return ds
+    return ds, skipped
 
 def _run_reward_funcs(args:QoQMedGRPOConfig, data:dict, processor) -> list:
     "The preset's reward functions, plus the demo's toy text reward (weight 1) where `data.toy_reward` is set."
@@ -385,6 +518,19 @@ def _run_reward_funcs(args:QoQMedGRPOConfig, data:dict, processor) -> list:
         funcs = funcs + [toy_text_reward]
         if len(args.reward_weights) == len(funcs) - 1: args.reward_weights = list(args.reward_weights) + [1.0]
     return funcs
+
+def _config_card_info(path, overrides:Sequence[str], cfg:dict, ds, skipped) -> dict:
+    "What the run card of a config run says about its model, data and command."
+    m, data = cfg["model"], cfg["data"]
+    model = (f"the tiny random QoQ-Med (seed {m.get('seed', 0)})" if m.get("tiny") else f"`{m['path']}`" if m.get("path")
+             else f"Qwen2.5-VL `{m.get('qwen')}` + ECG bridge `{m.get('ecg_checkpoint')}`")
+    if cfg.get("qlora"): model += " in 4-bit NF4 with LoRA adapters (QLoRA)"
+    if m.get("dtype"): model += f", {m['dtype']}"
+    train = str(data.get("train", "demo"))
+    command = " ".join(["qoqmed train --config", shlex.quote(str(path)), *map(shlex.quote, overrides)])
+    return dict(model=model, data=str(DEMO_DATA) if train == "demo" else train, records=len(ds), domains=len(set(ds["domain"])),
+                skipped=len(skipped), command=command, resume_command=command + " --resume", config=cfg,
+                eval_data="TEST.jsonl")
 
 def train_from_config(path, # a YAML run config
                       overrides:Sequence[str]=(), # "key=value" items
@@ -401,15 +547,18 @@ def train_from_config(path, # a YAML run config
     if cfg["model"].get("qwen") and not cfg["model"].get("tiny"):   # a fresh QoQ-Med: its starting weights become a folder (see above)
         cfg["model"] = main_process_decides(lambda: save_initial_model(cfg["model"], tcfg["output_dir"]), dist)
     args = QoQMedGRPOConfig(**tcfg)
-    ds = _run_dataset(cfg["data"], args)
+    ds, skipped = _run_dataset(cfg["data"], args)
     model, processor, peft_config = build_from_config(cfg)
     funcs = _run_reward_funcs(args, cfg["data"], processor)
     trainer = QoQMedGRPOTrainer(model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=processor,
                                 peft_config=peft_config, callbacks=[MetricsFileCallback(args.output_dir)])
+    info = _config_card_info(path, overrides, {**cfg, "training": tcfg}, ds, skipped)
+    trainer.run_card = lambda t: run_card_text(t, info)
     trainer._verified_checkpoint = ckpt
-    trainer.train(resume_from_checkpoint=ckpt)
+    with library_notices_filtered(): trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(Path(args.output_dir) / "final"))   # every rank: ZeRO-3/FSDP gather the weights here
     if args.should_save: processor.save_pretrained(str(Path(args.output_dir) / "final"))
+    trainer.create_model_card()   # the run card with the last step's numbers (main process)
     return trainer
 
 # %% ../nbs/10_recipes.ipynb #a090b5eb

@@ -113,7 +113,7 @@ def check_vllm_data(args:QoQMedGRPOConfig, dataset):
 
 # %% ../nbs/09_trainer.ipynb #f0f5b80b
 _TINY_RUN = dict(per_device_train_batch_size=8, num_generations=4, max_completion_length=24, learning_rate=1e-3, logging_steps=1,
-                 save_strategy="no", report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False, disable_tqdm=True,
+                 save_strategy="no", report_to="none", use_cpu=True, bf16=False, activation_checkpointing=False, disable_tqdm=True,
                  seed=0, dataloader_num_workers=0)
 
 @delegates(QoQMedGRPOConfig, keep=True, but=["max_steps", *_TINY_RUN])
@@ -893,3 +893,22 @@ def train(self:QoQMedGRPOTrainer, resume_from_checkpoint=None, trial=None, ignor
         resume_from_checkpoint = main_process_decides(decide, self.accelerator)
     if resume_from_checkpoint: logger.warning("qoqmed: resuming from %s", resume_from_checkpoint)
     return GRPOTrainer.train(self, resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+# %% ../nbs/09_trainer.ipynb #dddbee74
+# The run folder's README.md. TRL 1.16.0's `GRPOTrainer._save_checkpoint` calls `create_model_card` before every checkpoint, and
+# TRL's version writes its stock Hub card into `output_dir` ("a fine-tuned version of [None]", a `pipeline(model="None")` quick
+# start: a QoQ-Med run folder is neither a Hub model nor a `pipeline`). TRL writes no README into the checkpoints. The override
+# writes the card of `self.run_card` (a function of the trainer, set by qoqmed.recipes: what ran, per-domain reward, DRPO state,
+# how to resume, evaluate, inspect), or a short one without it; a card that fails to render must not stop the run.
+@patch
+def create_model_card(self:QoQMedGRPOTrainer, model_name=None, dataset_name=None, tags=None, **kwargs):
+    "Write the run card as `<output_dir>/README.md` (main process), in place of TRL's Hub model card."
+    if not self.is_world_process_zero(): return
+    text = None
+    if getattr(self, "run_card", None) is not None:
+        try: text = self.run_card(self)
+        except Exception as e: logger.warning("qoqmed: the run card could not be written in full (%s: %s); writing a short one", type(e).__name__, e)
+    text = text or (f"# QoQ-Med run `{Path(self.args.output_dir).name}`\n\n`{self.args.algo}`, reward preset `{self.args.reward_preset}`, "
+                    f"step {self.state.global_step} of {self.args.max_steps}. Runs of `qoqmed demo` and `qoqmed train` get the full run card.\n")
+    Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(self.args.output_dir) / "README.md", text)
