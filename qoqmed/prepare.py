@@ -148,16 +148,16 @@ def prepare_record(rec:Record, # a record, its paths resolved
     changes = _absolute(json.loads((final / "fields.json").read_text()), final)
     return dataclasses.replace(rec, **changes)
 
-def _relative(changes:dict, folder:Path) -> dict:
-    "Paths of the changed fields relative to the record's folder (the folder is renamed after they are written)."
-    rel = lambda p: Path(p).relative_to(folder).as_posix()
-    return {k: ([rel(p) for p in v] if k in ("images", "videos", "time_series") else rel(v) if k == "segmentation_path" else v)
+def _map_paths(changes:dict, fn) -> dict:
+    "The changed fields with `fn` applied to every path (media lists and the mask)."
+    return {k: ([fn(p) for p in v] if k in ("images", "videos", "time_series") else fn(v) if k == "segmentation_path" else v)
             for k, v in changes.items()}
 
-def _absolute(changes:dict, folder:Path) -> dict:
-    ab = lambda p: str(folder / p)
-    return {k: ([ab(p) for p in v] if k in ("images", "videos", "time_series") else ab(v) if k == "segmentation_path" else v)
-            for k, v in changes.items()}
+def _relative(changes:dict, folder:Path) -> dict:
+    "Paths of the changed fields relative to the record's folder (the folder is renamed after they are written)."
+    return _map_paths(changes, lambda p: Path(p).relative_to(folder).as_posix())
+
+def _absolute(changes:dict, folder:Path) -> dict: return _map_paths(changes, lambda p: str(folder / p))
 
 # %% ../nbs/02b_prepare.ipynb #12b62a46
 PROGRESS_NAME = ".prepare-progress.jsonl" # the log of finished records that a rerun resumes from
@@ -294,7 +294,7 @@ def prepare_jsonl(path, # a CLIMB/QoQ-Med JSONL file
             log.flush(); bar.update(1)
         try: _run_pool(todo, str(cache), opts, workers, on_result)
         finally: bar.close()
-    jsonl = out / path.name
+    jsonl = target
     _atomic_write_lines(jsonl, (json.dumps(records[i], ensure_ascii=False) for i in sorted(records)))
     skips = [skipped[i] for i in sorted(skipped)]
     _atomic_write_lines(out / "skipped.jsonl", (json.dumps(s, ensure_ascii=False) for s in skips))
