@@ -69,7 +69,7 @@ def step_times(algo, size, device, steps, batch, generations, completion, max_pi
     out = tempfile.mkdtemp(prefix=f"bench-{algo}-")
     args = QoQMedGRPOConfig(output_dir=out, algo=algo, max_steps=steps + 1, per_device_train_batch_size=batch, num_generations=generations,
                             max_completion_length=completion, learning_rate=1e-6, beta=0.01, bf16=bf16, use_cpu=device == "cpu",
-                            gradient_checkpointing=device == "cuda", logging_steps=1, save_strategy="no", report_to="none",
+                            activation_checkpointing=device == "cuda", logging_steps=1, save_strategy="no", report_to="none",
                             disable_tqdm=True, completions_trace=False, seed=0)
     trainer = QoQMedGRPOTrainer(model, args=args, train_dataset=ds, processing_class=processor)
     timers = {"rewards": [], "drpo_estimator": [], "drpo_kl_forward": []}
@@ -103,7 +103,7 @@ def qlora_peak_memory(size, device, steps, batch, generations, completion, max_p
     ds, _ = build_trl_dataset(DEMO_DATA)
     args = QoQMedGRPOConfig(output_dir=str(tmp / "run"), algo="drpo", beta=0.0, max_steps=steps, per_device_train_batch_size=batch,
                             num_generations=generations, max_completion_length=completion, learning_rate=1e-5, bf16=device == "cuda",
-                            use_cpu=device == "cpu", gradient_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none",
+                            use_cpu=device == "cpu", activation_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none",
                             disable_tqdm=True, completions_trace=False)
     trainer = QoQMedGRPOTrainer(model, args=args, train_dataset=ds, processing_class=processor, peft_config=lora_config())
     trainer.train()

@@ -346,21 +346,22 @@ class DRPOAdvantage:
         keep = _counted(r, codes, G)
         first_size = int((codes == 0).sum())                       # rollouts of the batch's first question, scored or not
         if keep.all():
-            adv, scale, stats, t, std, sigma = self._advantages(r, codes, names, dcodes, dnames, kl, first_size)
-        else:                                                      # the batch of the rollouts that count, then 0 elsewhere
-            adv, scale, stats, t, std, sigma = np.zeros(n), np.zeros(n), {}, None, 0.0, None
+            adv, scale, stats, t, std, sigma, factors = self._advantages(r, codes, names, dcodes, dnames, kl, first_size)
+        else:                                                      # the batch of the rollouts that count, then 0 (factors NaN) elsewhere
+            adv, scale, stats, t, std, sigma, factors = np.zeros(n), np.zeros(n), {}, None, 0.0, None, {}
             if keep.any():
                 idx = np.flatnonzero(keep)
                 (qc, qorig), (dc, dorig) = _recode(codes[idx]), _recode(dcodes[idx])
-                a, sc, stats, t, std, sigma = self._advantages(r[idx], qc, [names[g] for g in qorig], dc, [dnames[d] for d in dorig],
-                                                               None if kl is None else kl[idx], first_size)
+                a, sc, stats, t, std, sigma, f = self._advantages(r[idx], qc, [names[g] for g in qorig], dc, [dnames[d] for d in dorig],
+                                                                  None if kl is None else kl[idx], first_size)
                 adv[idx], scale[idx] = a, sc
+                for k, v in f.items(): factors[k] = np.full(n, np.nan); factors[k][idx] = v
             for d, name in enumerate(dnames):
                 info = stats.setdefault(name, dict(questions_seen=self.domains.get(name, {}).get("questions", 0), questions_in_batch=0, mean_abs_scale=0.0))
                 info["unscored_rollouts"] = int(((~keep) & (dcodes == d)).sum())
         self.steps += 1
         self.last_stats = dict(step=self.steps, batch_std=std, damping_threshold=t, reward_scale=sigma,
-                               unscored_rollouts=int(n - keep.sum()), domains=stats)
+                               unscored_rollouts=int(n - keep.sum()), domains=stats, rollouts=factors)
         out = torch.as_tensor(adv, dtype=torch.float32)
         if isinstance(rewards, torch.Tensor): out = out.to(rewards.device)
         return (out, self.last_stats) if return_stats else out
@@ -410,7 +411,7 @@ def _update_domain(self:DRPOAdvantage, name:str, # the domain
 # %% ../nbs/06_drpo.ipynb #abd75595
 @patch
 def _advantages(self:DRPOAdvantage, r, codes, names, dcodes, dnames, kl, first_size):
-    "The step on a checked batch whose every rollout counts: (advantages, scale on s, stats per domain, t, batch std, σ)."
+    "The step on a checked batch whose every rollout counts: (advantages, scale on s, stats per domain, t, batch std, σ, per-rollout factors)."
     cfg = self.config
     n = len(r)
     if cfg.reward_scale is None:                              # σ: the largest |reward| that has counted so far, this batch's included
@@ -439,7 +440,11 @@ def _advantages(self:DRPOAdvantage, r, codes, names, dcodes, dnames, kl, first_s
     for d, name in enumerate(dnames):
         stats[name]["mean_abs_scale"] = float(np.abs(scale[dcodes == d]).mean())
         stats[name]["unscored_rollouts"] = 0
-    return adv, scale, stats, t, std, sigma
+    factors = dict(group_advantage=s)                          # per rollout, the temperatures in reward units
+    if cfg.domain_scaling: factors["domain_temperature"] = T_d[codes] * sigma
+    if cfg.cluster_scaling: factors["cluster_temperature"] = T_c[codes] * sigma
+    if kl is not None: factors["kl_damping"] = m
+    return adv, scale, stats, t, std, sigma, factors
 
 # %% ../nbs/06_drpo.ipynb #f51352a6
 def _plain(v):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_traces.ipynb #a3faf524
 from __future__ import annotations
-import json, os
+import json, math, os
 from pathlib import Path
 from typing import Sequence
 from .media import load_image, load_volume
@@ -46,7 +46,7 @@ TRACE_FIELDS = {
     "question_index": ("number", False, "training: the question's position in the step's batch (rollouts of one question share it)"),
     "rewards": ("object", False, "training: every reward function's value by its name (null where it did not score the rollout)"),
     "advantage": ("number", False, "training: the advantage the policy update used (DRPO's or GRPO's)"),
-    "drpo": ("object", False, "training: DRPO's factors of the rollout where known: `domain_temperature` (T_d), `cluster_temperature` (T_c), `kl_damping` (m)"),
+    "drpo": ("object", False, "training: DRPO's factors of the rollout: `group_advantage` (s, on r/σ), `domain_temperature` (T_d), `cluster_temperature` (T_c), `kl_damping` (m); a factor switched off is absent, null where the rollout did not count"),
 }
 
 # %% ../nbs/07_traces.ipynb #7780b76a
@@ -276,36 +276,56 @@ def _image_size(path) -> tuple[int, int]|None:
         with Image.open(path) as im: return im.size
     except Exception: return None
 
-def rollout_trace(row:dict, # one row of a run's `completions.jsonl`
-                  pixels:dict|None=None, # min_pixels / max_pixels / factor of the processor; default Qwen2.5-VL's
+def _rollout_inputs(row:dict) -> dict:
+    "The `inputs` field of a rollout: media by kind (split by suffix for a 0.1 row's `media`) and the original image size."
+    if any(k in row for k in ("images", "videos", "time_series")):
+        images, videos, series = ([str(m) for m in row.get(k) or []] for k in ("images", "videos", "time_series"))
+    else:
+        media = [str(m) for m in row.get("media") or []]
+        series = [m for m in media if Path(m).suffix.lower() in _ECG_SUFFIXES]
+        images, videos = [m for m in media if m not in series], []
+    size = row.get("image_size")
+    if size is None and images: size = _image_size(images[0])
+    return {"images": images, "videos": videos, "time_series": series, "image_sizes": [[int(v) for v in size]] if size else []}
+
+def _number(v) -> float|None:
+    "A finite float, or None (NaN, missing)."
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+# %% ../nbs/07_traces.ipynb #cbcd9457
+def rollout_trace(row:dict, # one training rollout: the keys of the table above (or a qoqmed 0.1 row of `completions.jsonl`)
+                  pixels:dict|None=None, # min_pixels / max_pixels / factor of the run's processor; default Qwen2.5-VL's
                  ) -> dict:
-    "A trainer rollout row as a trace of the trace schema (training fields kept)."
-    media = [str(m) for m in row.get("media") or []]
-    series = [m for m in media if Path(m).suffix.lower() in _ECG_SUFFIXES]
-    images = [m for m in media if m not in series]
-    size = _image_size(images[0]) if images else None
+    "A training rollout as a trace of the trace schema (training fields kept)."
+    inputs = _rollout_inputs(row)
+    size = tuple(inputs["image_sizes"][0]) if inputs["image_sizes"] else None
     completion = row.get("completion") or ""
     parsed = rewards.parse_completion(completion)
     original = rewards.boxes_to_original(parsed.boxes, size, **(pixels or {})) if size else list(parsed.boxes)
     labels = parsed.labels or [None] * len(parsed.boxes)
-    found = {k: v for k, v in (row.get("rewards") or {}).items()}
+    found = {k: _number(v) for k, v in (row.get("rewards") or {}).items()}
     part = lambda name: next((v for k, v in found.items() if k.split("_")[0] == name), None)
     scored = [v for v in found.values() if v is not None]
+    total = _number(row["reward"]) if "reward" in row else (float(sum(scored)) if scored else None)
+    bbox = row.get("bbox")
+    truth = {"answer": _truth_text(row.get("answer")), "choices": row.get("choices"),
+             "bbox": [float(v) for v in bbox] if bbox else None, "segmentation_path": row.get("segmentation_path")}
+    box = lambda b: [round(float(v), 2) for v in b]
     trace = {"schema_version": TRACE_SCHEMA_VERSION, "id": str(row.get("id")), "domain": str(row.get("domain") or "unknown"),
-             "dataset": str(row.get("dataset") or ""), "status": "ok", "error": None,
-             "inputs": {"images": images, "videos": [], "time_series": series, "image_sizes": [list(size)] if size else []},
+             "dataset": str(row.get("dataset") or ""), "status": "ok", "error": None, "inputs": inputs,
              "prompt": str(row.get("question") or ""), "completion": completion,
              "parsed": {"think": parsed.reasoning, "answer": parsed.answer, "json_status": parsed.json_status,
-                        "boxes": [{"bbox_2d": [round(float(v), 2) for v in b], "label": l} for b, l in zip(parsed.boxes, labels)]},
-             "boxes": [{"bbox_2d": [round(float(v), 2) for v in b], "label": l, "image": 0} for b, l in zip(original, labels)] if size else [],
-             "truth": {"answer": _truth_text(row.get("answer")), "choices": None, "bbox": None, "segmentation_path": None},
-             "reward": {"overall": round(float(sum(scored)), 6) if scored else None,
-                        **{k: part(k) for k in ("accuracy", "iou", "aux")}},
+                        "boxes": [{"bbox_2d": box(b), "label": l} for b, l in zip(parsed.boxes, labels)]},
+             "boxes": [{"bbox_2d": box(b), "label": l, "image": 0} for b, l in zip(original, labels)] if size else [],
+             "truth": truth, "reward": {"overall": None if total is None else round(total, 6), **{k: part(k) for k in ("accuracy", "iou", "aux")}},
              "rewards": found, "advantage": float(row.get("advantage") or 0.0), "step": int(row.get("step") or 0)}
+    if pixels: trace["generation"] = {"pixels": dict(pixels)}
     if trace["domain"] not in DOMAINS: trace["domain"] = "unknown"; trace["status"] = "failed"; trace["error"] = f"unknown domain {row.get('domain')!r}"
     for k in ("rank", "question_index"):
         if isinstance(row.get(k), int): trace[k] = row[k]
-    if isinstance(row.get("drpo"), dict): trace["drpo"] = row["drpo"]
-    if parsed.answer and trace["truth"]["answer"]:
-        trace["correct"] = rewards.label_set(parsed.answer) == rewards.label_set(trace["truth"]["answer"])
+    if isinstance(row.get("drpo"), dict): trace["drpo"] = {k: _number(v) for k, v in row["drpo"].items()}
+    if truth["answer"]:
+        label_set = lambda a: rewards.label_set(a, choices=truth["choices"]) if a else frozenset()
+        pred = label_set(parsed.answer)
+        trace["correct"] = bool(pred) and pred == label_set(truth["answer"])
     return trace

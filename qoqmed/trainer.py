@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from fastcore.basics import patch, ifnone, store_attr
 from fastcore.meta import delegates
@@ -18,6 +19,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from .drpo import DRPOAdvantage, DRPOConfig, PRESETS
 import qoqmed.rewards as rewards
+from .traces import rollout_trace
 from .trl_data import (logger, encode_prompt, strip_media, collate_media, default_reward_funcs, encode_or_strip, prompt_key,
                              MediaEncodingCollator, PRE_ENCODED_KEY)
 
@@ -64,9 +66,12 @@ class QoQMedGRPOConfig(GRPOConfig):
     completions_trace: bool = field(default=True, metadata={"help": "Append every rollout (question, completion, rewards, advantage, domain) to `<output_dir>/completions.jsonl` on the main process."})
     beta: float = field(default=0.01, metadata={"help": "KL coefficient (TRL's). > 0 builds the reference policy that DRPO's KL damping needs; 0 turns the damping off unless a PEFT adapter is trained."})
     checkpoint_checksums: bool = field(default=True, metadata={"help": "Record an xxh3 checksum of every checkpoint file in its completion marker and verify it on resume (a damaged checkpoint is then skipped). False: sizes and safetensors structure only (for huge checkpoints on slow disks)."})
+    activation_checkpointing: bool | None = field(default=None, metadata={"help": "Recompute activations in the backward pass to save memory (about 20% slower). None: on, TRL's default for GRPO."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "transformers' old name of `activation_checkpointing` (it warns on it); set the new name instead."})
 
     def __post_init__(self):
         def bad(name, why): raise ConfigError(f"QoQMedGRPOConfig.{name}: {why}")
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None: self.activation_checkpointing = True
         if self.algo not in ALGOS: bad("algo", f"{self.algo!r} is not one of {ALGOS}")
         if self.stage is not None and self.stage not in STAGES: bad("stage", f"{self.stage!r} is not one of {STAGES} or None")
         if self.reward_preset not in REWARD_PRESETS: bad("reward_preset", f"{self.reward_preset!r} is not one of {REWARD_PRESETS}")
@@ -464,25 +469,39 @@ def _log_domains(self:QoQMedGRPOTrainer, domains:list, adv, stats:dict, mode:str
             if v is not None: m[f"drpo/{d}/{short}"].append(float(v))
 
 # %% ../nbs/09_trainer.ipynb #05451ee3
+def _prompt_media(prompt:list) -> dict:
+    "The prompt's text and its media paths by kind (`images`, `videos`, `time_series`) from a TRL prompt's content items."
+    items = [c for msg in prompt if isinstance(msg["content"], list) for c in msg["content"]]
+    kinds = {"image": "images", "video": "videos", "time_series": "time_series"}
+    out = {v: [c["path"] for c in items if c.get("type") == k and c.get("path")] for k, v in kinds.items()}
+    out["question"] = " ".join(c["text"] for c in items if c.get("type") == "text" and c.get("text"))
+    return out
+
+_TRUTH_KEYS = ("answer", "choices", "bbox", "segmentation_path", "image_size")
+
 @patch
-def _write_trace(self:QoQMedGRPOTrainer, meta:list, adv):
-    "Append this batch's rollouts to `<output_dir>/completions.jsonl` (main process)."
+def _write_trace(self:QoQMedGRPOTrainer, meta:list, adv, stats:dict):
+    "Append this batch's rollouts to `<output_dir>/completions.jsonl` as traces (main process)."
     n = len(meta)
     prompts, completions = list(self._logs["prompt"])[-n:], list(self._logs["completion"])[-n:]
     if not self.accelerator.is_main_process or len(prompts) != n: return
     rpf = self._last_rewards_per_func.cpu()
+    total = total_rewards(rpf, torch.as_tensor(self.reward_weights).cpu(), self.args.reward_total).tolist()
     adv = (adv if adv is not None else torch.tensor(list(self._logs["advantages"])[-n:])).cpu()
+    factors = {k: np.asarray(v, dtype=float) for k, v in ((stats or {}).get("rollouts") or {}).items() if len(v) == n}
+    pixels = rewards.processor_pixels(self.processing_class)
+    lines = []
+    for i in range(n):
+        row = dict(step=self.state.global_step + 1, rank=i * self.accelerator.num_processes // n, question_index=i // self.num_generations,
+                   **meta[i], **_prompt_media(prompts[i]), completion=rewards.completion_text(completions[i]),
+                   rewards={name: (None if math.isnan(v) else v) for name, v in zip(self.reward_func_names, rpf[i].tolist())},
+                   reward=None if math.isnan(total[i]) else total[i], advantage=float(adv[i]),
+                   **({"drpo": {k: float(v[i]) for k, v in factors.items()}} if factors else {}))
+        lines.append(json.dumps(rollout_trace(row, pixels), ensure_ascii=False) + "\n")
     path = Path(self.args.output_dir) / "completions.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        for i in range(n):
-            question = " ".join(c["text"] for msg in prompts[i] if isinstance(msg["content"], list) for c in msg["content"] if c.get("type") == "text" and c.get("text"))
-            media = [c["path"] for msg in prompts[i] if isinstance(msg["content"], list) for c in msg["content"] if c.get("path")]
-            row = dict(step=self.state.global_step + 1, rank=i * self.accelerator.num_processes // n, question_index=i // self.num_generations, **meta[i], question=question, media=media,
-                       completion=rewards.completion_text(completions[i]),
-                       rewards={name: (None if math.isnan(v) else v) for name, v in zip(self.reward_func_names, rpf[i].tolist())},
-                       advantage=float(adv[i]))
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write("".join(lines)); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/09_trainer.ipynb #3b8f5921
 @patch
@@ -496,12 +515,12 @@ def _generate_and_score_completions(self:QoQMedGRPOTrainer, inputs):
         mode = "train" if self.model.training else "eval"
         if self._media_rows is not None: output["qoqmed_rows"] = self._media_rows
         meta = gather_object([dict(domain=str(x.get("domain") or "unknown"), dataset=x.get("dataset"), id=x.get("id"),
-                                   answer=x.get("answer")) for x in inputs])
+                                   **{k: x.get(k) for k in _TRUTH_KEYS}) for x in inputs])
         domains = [x["domain"] for x in meta]
         adv, stats = None, {}
         if self.drpo is not None and mode == "train": adv, stats = self._apply_drpo(output, domains)
         self._log_domains(domains, adv, stats, mode)
-        if self.args.completions_trace and mode == "train": self._write_trace(meta, adv)
+        if self.args.completions_trace and mode == "train": self._write_trace(meta, adv, stats)
     finally:
         self._media_rows = self._bad_local = self._pre_encoded = None
     return output
