@@ -323,33 +323,38 @@ def _study_image(trace:dict, media:dict, frame:int|None=None, max_side:int|None=
     return draw_overlay(base, mine, truth.get("bbox"), mask, frame=mask_slice, max_side=max_side), frame
 
 # %% ../nbs/13_inspect.ipynb #772a6310
-def _top_row(fig, grid, trace:dict, media:dict, image, frame:int) -> None:
-    "The study with its boxes and the ECG strips, or a note where the trace has neither."
-    has_ecg = media["ecg"] is not None
-    if image is None and has_ecg:   # an ECG-only trace: the ECG gets the whole top row
-        plot_ecg(media["ecg"], fig=fig, subplot_spec=grid[0, :]); has_ecg = False
-    ax = fig.add_subplot(grid[0, 0]) if image is not None or media["ecg"] is None else None
-    if ax is None: pass
-    elif image is not None:
-        ax.imshow(image); ax.set_title("frame %d of %d" % (frame + 1, len(media["frames"])) if media["frames"] else "study (original coordinates)", fontsize=9)
-        ax.plot([], [], color=np.array(PREDICTED_COLOUR) / 255, label="predicted box"); ax.plot([], [], color=np.array(TRUTH_COLOUR) / 255, label="truth box / mask")
-        ax.legend(fontsize=7, loc="lower right")
-    else: ax.text(0.5, 0.5, "no image in this trace" if not (trace.get("inputs") or {}).get("images") else "image could not be loaded", ha="center", va="center", fontsize=10)
-    if ax is not None: ax.axis("off")
-    if has_ecg: plot_ecg(media["ecg"], fig=fig, subplot_spec=grid[0, 1])
-    elif media["ecg"] is None:
-        ax = fig.add_subplot(grid[0, 1]); ax.axis("off")
-        ax.text(0.5, 0.5, "no ECG in this trace", ha="center", va="center", fontsize=10, color="grey")
+def _study_panel(ax, media:dict, image, frame:int, note:str|None=None) -> None:
+    "The study with its boxes, a legend for the colours and, below it, an optional small note."
+    ax.imshow(image); ax.axis("off")
+    ax.set_title("frame %d of %d" % (frame + 1, len(media["frames"])) if media["frames"] else "study (original coordinates)", fontsize=10)
+    ax.plot([], [], color=np.array(PREDICTED_COLOUR) / 255, label="predicted box"); ax.plot([], [], color=np.array(TRUTH_COLOUR) / 255, label="truth box / mask")
+    ax.legend(fontsize=8, loc="lower right")
+    if note: ax.text(0.5, -0.01, note, transform=ax.transAxes, ha="center", va="top", fontsize=9, color="grey")
 
-def _reasoning_panel(ax, completion:str|None, max_chars:int) -> None:
-    "The completion, wrapped at 100 characters and cut after `max_chars`."
+def _top_row(fig, grid, trace:dict, media:dict, image, frame:int) -> None:
+    "The top row: study and ECG side by side, the ECG alone across the row, or one strip saying the trace has neither."
+    if image is not None:
+        _study_panel(fig.add_subplot(grid[0, 0]), media, image, frame)
+        plot_ecg(media["ecg"], fig=fig, subplot_spec=grid[0, 1])
+    elif media["ecg"] is not None: plot_ecg(media["ecg"], fig=fig, subplot_spec=grid[0, :])
+    else:
+        ax = fig.add_subplot(grid[0, :]); ax.axis("off")
+        listed = (trace.get("inputs") or {}).get("images") or (trace.get("inputs") or {}).get("videos")
+        ax.text(0.5, 0.5, "the study could not be loaded, and there is no ECG" if listed else "no image, 3-D study or ECG in this trace (text only)",
+                ha="center", va="center", fontsize=10, color="grey")
+
+def _reasoning_panel(ax, completion:str|None, max_chars:int, fontsize:int=10) -> None:
+    "The completion, wrapped to the panel's width at a readable size and cut after `max_chars`."
     import textwrap
     ax.axis("off")
     completion = completion or "(no completion)"
     if len(completion) > max_chars: completion = completion[:max_chars] + " …"
-    wrapped = "\n".join(textwrap.fill(line, 100) for line in completion.splitlines())
-    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=9, family="monospace", wrap=True)
-    ax.set_title("reasoning", fontsize=9, loc="left")
+    spec = ax.get_subplotspec(); ratios = spec.get_gridspec().get_width_ratios() or [1] * spec.get_gridspec().ncols
+    width_pt = ax.figure.get_figwidth() * 0.95 * sum(ratios[spec.colspan.start:spec.colspan.stop]) / sum(ratios) * 72   # its share of the figure
+    columns = max(40, int(width_pt / (0.6 * fontsize)))   # a monospace character is about 0.6 em wide
+    wrapped = "\n".join(textwrap.fill(line, columns) for line in completion.splitlines())
+    ax.text(0, 1, wrapped, va="top", ha="left", fontsize=fontsize, family="monospace")
+    ax.set_title("reasoning", fontsize=10, loc="left")
 
 def _reward_panel(ax, reward:dict) -> None:
     "The reward components as horizontal bars with their values."
@@ -382,12 +387,20 @@ def render_trace(trace:dict, # one trace
     media = trace_media(trace)
     image, frame = _study_image(trace, media, frame)
     has_ecg = media["ecg"] is not None
-    ecg_only = image is None and has_ecg
-    fig = plt.figure(figsize=(14, 11 if ecg_only else 9.5), layout="constrained")
-    grid = fig.add_gridspec(2, 2, height_ratios=[2.2 if ecg_only else 1.25, 1], width_ratios=[1, 1.5 if has_ecg and not ecg_only else 1])
-    _top_row(fig, grid, trace, media, image, frame)
-    _reasoning_panel(fig.add_subplot(grid[1, 0]), trace.get("completion"), max_chars)
-    sub = grid[1, 1].subgridspec(2, 1, height_ratios=[1, 0.8])
+    if image is not None and not has_ecg:   # image only: the study down the left column, the text on the right
+        fig = plt.figure(figsize=(14, 8), layout="constrained")
+        grid = fig.add_gridspec(2, 2, height_ratios=[1.2, 1], width_ratios=[1, 1.1])
+        _study_panel(fig.add_subplot(grid[:, 0]), media, image, frame, note="no ECG in this trace")
+        text, scores = grid[0, 1], grid[1, 1]
+    else:
+        ecg_only, neither = image is None and has_ecg, image is None and not has_ecg
+        fig = plt.figure(figsize=(14, 11 if ecg_only else 6.5 if neither else 9.5), layout="constrained")
+        grid = fig.add_gridspec(2, 2, height_ratios=[2.2 if ecg_only else 0.12 if neither else 1.25, 1],
+                                width_ratios=[1, 1 if ecg_only or neither else 1.5])
+        _top_row(fig, grid, trace, media, image, frame)
+        text, scores = grid[1, 0], grid[1, 1]
+    _reasoning_panel(fig.add_subplot(text), trace.get("completion"), max_chars)
+    sub = scores.subgridspec(2, 1, height_ratios=[1, 0.8])
     _reward_panel(fig.add_subplot(sub[0]), trace.get("reward") or {})
     _verdict_panel(fig.add_subplot(sub[1]), trace)
     notes = media["notes"]
