@@ -174,6 +174,7 @@ def prompt_key(messages:list) -> str:
     "A prompt's identity: its JSON text (keys sorted)."
     return json.dumps(messages, sort_keys=True, default=str)
 
+# %% ../nbs/08_trl_data.ipynb #1a0db591
 def encode_or_strip(processor, # a `QoQMedProcessor`
                     messages:list, # a TRL prompt
                     max_frames:int=8, # frames per 3-D study
