@@ -31,7 +31,8 @@ __all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'REWARD_TOTALS', 'DRPO_STATE_NAM
            'checkpoint_manifest', 'CheckpointError', 'UnsafeCheckpointError', 'pickle_globals', 'unsafe_globals',
            'check_checkpoint_safe', 'checkpoint_problems', 'last_complete_checkpoint', 'find_resume_checkpoint',
            'verify_resume_checkpoint', 'prune_checkpoints', 'safe_torch_load', 'load_checkpoint_weights',
-           'truncate_jsonl_steps', 'main_process_decides', 'fsdp_on_cpu', 'fsdp2_loads_buffers']
+           'truncate_jsonl_steps', 'main_process_decides', 'fsdp_on_cpu', 'fsdp2_loads_buffers',
+           'fsdp2_resumes_partial_optimizer']
 
 # %% ../nbs/09_trainer.ipynb #18d8ad23
 ALGOS = ("grpo",) + tuple(k for k in PRESETS if k != "grpo")   # grpo, drpo, drpo_domain_only, drpo_nokl, drpo_reference
@@ -824,7 +825,7 @@ def _load_from_checkpoint(self:QoQMedGRPOTrainer, resume_from_checkpoint, model=
 def _load_optimizer_and_scheduler(self:QoQMedGRPOTrainer, checkpoint):
     "TRL's restore, the DRPO history from `drpo_state.pt` (read safely on the main process, broadcast to all), and the generation cycle."
     from accelerate.utils import broadcast_object_list
-    GRPOTrainer._load_optimizer_and_scheduler(self, checkpoint)
+    with fsdp2_resumes_partial_optimizer(): GRPOTrainer._load_optimizer_and_scheduler(self, checkpoint)   # see 'FSDP on CPU processes'
     if checkpoint is None: return
     if self.drpo is not None:
         path = Path(checkpoint) / DRPO_STATE_NAME
@@ -973,6 +974,36 @@ def fsdp2_loads_buffers():
 def _prepare_for_training(self:QoQMedGRPOTrainer, *args, **kwargs):
     "transformers' model and optimizer preparation, with persistent buffers loaded under FSDP2 (`fsdp2_loads_buffers`)."
     with fsdp2_loads_buffers(): return GRPOTrainer._prepare_for_training(self, *args, **kwargs)
+
+# %% ../nbs/09_trainer.ipynb #49d70f1f
+@contextmanager
+def fsdp2_resumes_partial_optimizer():
+    "Within it, transformers' FSDP2 optimizer resume accepts a sharded checkpoint without state for never-stepped parameters."
+    import transformers.trainer as hf_trainer
+    load = hf_trainer.load_fsdp_optimizer
+    def load_partial(fsdp_plugin, accelerator, optimizer, model, input_dir, optimizer_index=0, adapter_only=False, use_dcp=True, **kwargs):
+        if fsdp_plugin.fsdp_version != 2 or "SHARDED_STATE_DICT" not in str(fsdp_plugin.state_dict_type) or not use_dcp:
+            return load(fsdp_plugin, accelerator, optimizer, model, input_dir, optimizer_index, adapter_only, use_dcp, **kwargs)
+        import dataclasses, torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+        from accelerate.utils.fsdp_utils import _prepare_sd_options
+        accelerator.wait_for_everyone()
+        folder = Path(input_dir) / f"optimizer_{optimizer_index}"
+        reader = dcp.FileSystemReader(folder)
+        saved = {k.split(".", 2)[2].rsplit(".", 1)[0] for k in reader.read_metadata().state_dict_metadata if k.startswith("optimizer.state.")}
+        options = _prepare_sd_options(fsdp_plugin)
+        box = {"optimizer": get_optimizer_state_dict(model, optimizer, options=options)}
+        dcp.load(box, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+        state = box["optimizer"]
+        state["state"] = {name: v for name, v in state["state"].items() if name in saved}
+        set_optimizer_state_dict(model, optimizer, state, options=dataclasses.replace(options, strict=False))
+        for name, p in model.named_parameters():   # never stepped: no state, as in the uninterrupted run (the zero-gradient
+            if name not in saved: optimizer.state.pop(p, None)   # initialisation above gave every parameter one)
+        accelerator.wait_for_everyone()
+    hf_trainer.load_fsdp_optimizer = load_partial
+    try: yield
+    finally: hf_trainer.load_fsdp_optimizer = load
 
 # %% ../nbs/09_trainer.ipynb #11cdfb8e
 @patch

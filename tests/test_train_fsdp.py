@@ -98,3 +98,61 @@ def test_fsdp_cpu2_shards_and_drpo_matches_one_process(tmp_path):
     fresh, _ = tiny_qoqmed(seed=0)
     load_checkpoint_weights(fresh, out / "final")   # raises on any missing or unexpected weight
     assert sum(p.numel() for p in fresh.parameters()) == full
+
+
+def _train_sh(out, steps, *extra, port):
+    "`scripts/train.sh fsdp-cpu2 configs/demo.yaml` as a user runs it (2 x 4 rollouts per step, a checkpoint after every step)."
+    cmd = ["bash", str(ROOT / "scripts" / "train.sh"), "fsdp-cpu2", str(DEMO), f"training.output_dir={out}", f"training.max_steps={steps}",
+           "training.per_device_train_batch_size=4", "training.save_steps=1", "training.save_total_limit=3", "data.check=none",
+           "training.disable_tqdm=true", *extra]
+    return subprocess.Popen(cmd, env=_env(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
+
+
+def _steps(trace):
+    "{step: [sample ids]} of a completions trace, every row kept."
+    out = {}
+    for line in Path(trace).read_text().splitlines(): r = json.loads(line); out.setdefault(r["step"], []).append(r["id"])
+    return out
+
+
+def test_fsdp_cpu2_kill_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    from qoqmed.train import COMPLETE_MARKER, DRPO_STATE_NAME, last_complete_checkpoint
+    steps = 2
+    ref = tmp_path / "ref"
+    proc = _train_sh(ref, steps, port=29542)
+    log, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, log[-4000:]
+
+    out = tmp_path / "run"
+    proc = _train_sh(out, steps, port=29543)
+    deadline = time.time() + 600
+    try:   # kill every process of the launch (accelerate, torchrun, both ranks) once checkpoint-1 is complete
+        while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-1" / COMPLETE_MARKER).is_file(): time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+    assert Path(last_complete_checkpoint(out)).name == "checkpoint-1"
+    assert not (out / "final").exists()
+
+    proc = _train_sh(out, steps, "resume=true", port=29544)
+    log, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, log[-4000:]
+    assert "resuming from" in log and "checkpoint-1" in log
+    final_ckpt = Path(last_complete_checkpoint(out))
+    assert final_ckpt.name == f"checkpoint-{steps}" and (final_ckpt / "pytorch_model_fsdp_0" / ".metadata").is_file()
+    assert json.loads((final_ckpt / "trainer_state.json").read_text())["global_step"] == steps
+    # the data position: the resumed run trained on the samples the uninterrupted run trained on, each step once
+    assert _steps(out / "completions.jsonl") == _steps(ref / "completions.jsonl")
+    # the DRPO state, exactly
+    a = torch.load(final_ckpt / DRPO_STATE_NAME, weights_only=True)
+    b = torch.load(Path(last_complete_checkpoint(ref)) / DRPO_STATE_NAME, weights_only=True)
+    assert a["steps"] == b["steps"] == steps and a["domains"].keys() == b["domains"].keys()
+    for d in a["domains"]:
+        x, y = a["domains"][d], b["domains"][d]
+        assert (x["questions"], x["rollouts"], x["reward_sum"]) == (y["questions"], y["rollouts"], y["reward_sum"]), d
+        assert torch.equal(x["features"], y["features"]), d
+    # the weights, within float tolerance (gathered from the shards into final/)
+    from safetensors.torch import load_file
+    wa, wb = load_file(out / "final" / "model.safetensors"), load_file(ref / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys() and len(wa) > 0
+    for k in wa: torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
