@@ -31,7 +31,8 @@ __all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'REWARD_TOTALS', 'DRPO_STATE_NAM
            'checkpoint_manifest', 'CheckpointError', 'UnsafeCheckpointError', 'pickle_globals', 'unsafe_globals',
            'check_checkpoint_safe', 'checkpoint_problems', 'last_complete_checkpoint', 'find_resume_checkpoint',
            'verify_resume_checkpoint', 'prune_checkpoints', 'safe_torch_load', 'load_checkpoint_weights',
-           'truncate_jsonl_steps', 'main_process_decides']
+           'truncate_jsonl_steps', 'main_process_decides', 'fsdp_on_cpu', 'fsdp2_loads_buffers',
+           'fsdp2_resumes_partial_optimizer']
 
 # %% ../nbs/09_trainer.ipynb #18d8ad23
 ALGOS = ("grpo",) + tuple(k for k in PRESETS if k != "grpo")   # grpo, drpo, drpo_domain_only, drpo_nokl, drpo_reference
@@ -596,6 +597,7 @@ def pickle_globals(data:bytes) -> set[str]:
 _NUMPY_SAFE = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype"}
 _PICKLE_SAFE_PREFIXES = ("torch.distributed.checkpoint.", "collections.OrderedDict", "torch.Size", "torch._utils._rebuild",
                          "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.bytearray")
+_DCP_METADATA_SAFE = {"pathlib.PosixPath", "torch.serialization._get_layout"}   # in the `.metadata` of a torch.distributed checkpoint (torch 2.13)
 
 def _is_safe_global(name:str) -> bool:
     if name in _NUMPY_SAFE or name.startswith("numpy.dtypes.") : return True
@@ -614,7 +616,8 @@ def unsafe_globals(path, # a pickle or torch.save file
         if zipfile.is_zipfile(path): names = set(get_unsafe_globals_in_checkpoint(str(path)))
         else: names = pickle_globals(path.read_bytes())
     except Exception as e: raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
-    return sorted(n for n in names if not (_is_safe_global(n) or (engine and n.startswith("deepspeed."))))
+    dcp_metadata = path.name == ".metadata"
+    return sorted(n for n in names if not (_is_safe_global(n) or (engine and n.startswith("deepspeed.")) or (dcp_metadata and n in _DCP_METADATA_SAFE)))
 
 # %% ../nbs/09_trainer.ipynb #c652ed68
 _NOT_LOADED_ON_RESUME = {"training_args.bin"}   # transformers' pickled TrainingArguments: written, never read back
@@ -822,7 +825,7 @@ def _load_from_checkpoint(self:QoQMedGRPOTrainer, resume_from_checkpoint, model=
 def _load_optimizer_and_scheduler(self:QoQMedGRPOTrainer, checkpoint):
     "TRL's restore, the DRPO history from `drpo_state.pt` (read safely on the main process, broadcast to all), and the generation cycle."
     from accelerate.utils import broadcast_object_list
-    GRPOTrainer._load_optimizer_and_scheduler(self, checkpoint)
+    with fsdp2_resumes_partial_optimizer(): GRPOTrainer._load_optimizer_and_scheduler(self, checkpoint)   # see 'FSDP on CPU processes'
     if checkpoint is None: return
     if self.drpo is not None:
         path = Path(checkpoint) / DRPO_STATE_NAME
@@ -912,6 +915,105 @@ def train(self:QoQMedGRPOTrainer, resume_from_checkpoint=None, trial=None, ignor
         resume_from_checkpoint = main_process_decides(decide, self.accelerator)
     if resume_from_checkpoint: logger.warning("qoqmed: resuming from %s", resume_from_checkpoint)
     return GRPOTrainer.train(self, resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+# %% ../nbs/09_trainer.ipynb #50e23d73
+from contextlib import contextmanager
+
+@contextmanager
+def fsdp_on_cpu():
+    "Within it, an `Accelerator` asked for FSDP on gloo CPU processes gets FSDP (accelerate 1.15.0 falls back to DDP there)."
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+    init = AcceleratorState.__init__
+    def init_keeping_fsdp(state, *args, **kwargs):
+        init(state, *args, **kwargs)
+        plugin = kwargs.get("fsdp_plugin")
+        if plugin is None or state.distributed_type != DistributedType.MULTI_CPU or state.backend != "gloo": return
+        if state._mixed_precision != "no": plugin.set_mixed_precision(state._mixed_precision)   # as accelerate does for FSDP
+        state.fsdp_plugin, state.distributed_type = plugin, DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP   # accelerate's last step: every later state reads it
+        logger.warning("qoqmed: FSDP (version %s) on %d gloo CPU processes: accelerate would use DDP here; sharding as asked "
+                       "(see nbs/09_trainer.ipynb, 'FSDP on CPU processes')", plugin.fsdp_version, state.num_processes)
+    AcceleratorState.__init__ = init_keeping_fsdp
+    try: yield
+    finally: AcceleratorState.__init__ = init
+
+# %% ../nbs/09_trainer.ipynb #27400158
+@patch
+def create_accelerator_and_postprocess(self:QoQMedGRPOTrainer):
+    "transformers' accelerator set-up, with FSDP kept on gloo CPU processes (`fsdp_on_cpu`)."
+    with fsdp_on_cpu(): return GRPOTrainer.create_accelerator_and_postprocess(self)
+
+# %% ../nbs/09_trainer.ipynb #9c85e3ae
+@contextmanager
+def fsdp2_loads_buffers():
+    "Within it, accelerate's FSDP2 CPU-RAM-efficient loading also gives every rank rank 0's persistent buffers (accelerate issue #3898)."
+    import accelerate.utils.fsdp_utils as fsdp_utils
+    load = fsdp_utils.fsdp2_load_full_state_dict
+    def load_with_buffers(accelerator, model, full_sd, *args, **kwargs):
+        import torch.distributed as dist
+        buffers, hidden = {n for n, _ in model.named_buffers()}, []
+        for name, t in model.state_dict().items():   # the sharded model on `meta`: parameters are DTensors, buffers plain
+            if name not in buffers: continue
+            owner, _, leaf = name.rpartition(".")
+            module = model.get_submodule(owner)
+            value = full_sd[name].detach().clone() if accelerator.is_main_process else torch.empty(t.shape, dtype=t.dtype)
+            value = value.to(accelerator.device)
+            dist.broadcast(value, src=0)
+            module._buffers[leaf] = value
+            module._non_persistent_buffers_set.add(leaf); hidden.append((module, leaf))   # out of accelerate's sight while it loads
+        try: return load(accelerator, model, full_sd, *args, **kwargs)
+        finally:
+            for module, leaf in hidden: module._non_persistent_buffers_set.discard(leaf)
+    fsdp_utils.fsdp2_load_full_state_dict = load_with_buffers
+    try: yield
+    finally: fsdp_utils.fsdp2_load_full_state_dict = load
+
+# %% ../nbs/09_trainer.ipynb #357f5d39
+@patch
+def _prepare_for_training(self:QoQMedGRPOTrainer, *args, **kwargs):
+    "transformers' model and optimizer preparation, with persistent buffers loaded under FSDP2 (`fsdp2_loads_buffers`)."
+    with fsdp2_loads_buffers(): return GRPOTrainer._prepare_for_training(self, *args, **kwargs)
+
+# %% ../nbs/09_trainer.ipynb #49d70f1f
+@contextmanager
+def fsdp2_resumes_partial_optimizer():
+    "Within it, transformers' FSDP2 optimizer resume accepts a sharded checkpoint without state for never-stepped parameters."
+    import transformers.trainer as hf_trainer
+    load = hf_trainer.load_fsdp_optimizer
+    def load_partial(fsdp_plugin, accelerator, optimizer, model, input_dir, optimizer_index=0, adapter_only=False, use_dcp=True, **kwargs):
+        if fsdp_plugin.fsdp_version != 2 or "SHARDED_STATE_DICT" not in str(fsdp_plugin.state_dict_type) or not use_dcp:
+            return load(fsdp_plugin, accelerator, optimizer, model, input_dir, optimizer_index, adapter_only, use_dcp, **kwargs)
+        import dataclasses, torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+        from accelerate.utils.fsdp_utils import _prepare_sd_options
+        accelerator.wait_for_everyone()
+        folder = Path(input_dir) / f"optimizer_{optimizer_index}"
+        reader = dcp.FileSystemReader(folder)
+        saved = {k.split(".", 2)[2].rsplit(".", 1)[0] for k in reader.read_metadata().state_dict_metadata if k.startswith("optimizer.state.")}
+        options = _prepare_sd_options(fsdp_plugin)
+        box = {"optimizer": get_optimizer_state_dict(model, optimizer, options=options)}
+        dcp.load(box, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+        state = box["optimizer"]
+        state["state"] = {name: v for name, v in state["state"].items() if name in saved}
+        set_optimizer_state_dict(model, optimizer, state, options=dataclasses.replace(options, strict=False))
+        for name, p in model.named_parameters():   # never stepped: no state, as in the uninterrupted run (the zero-gradient
+            if name not in saved: optimizer.state.pop(p, None)   # initialisation above gave every parameter one)
+        accelerator.wait_for_everyone()
+    hf_trainer.load_fsdp_optimizer = load_partial
+    try: yield
+    finally: hf_trainer.load_fsdp_optimizer = load
+
+# %% ../nbs/09_trainer.ipynb #11cdfb8e
+@patch
+def save_model(self:QoQMedGRPOTrainer, output_dir=None, _internal_call=False):
+    "transformers' `save_model`; under FSDP with a sharded state dict, outside a checkpoint, the full weights are gathered and saved."
+    plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+    if _internal_call or not self.is_fsdp_enabled or "SHARDED_STATE_DICT" not in str(plugin.state_dict_type):
+        return GRPOTrainer.save_model(self, output_dir, _internal_call)
+    state_dict = self.accelerator.get_state_dict(self.model)   # a collective: every rank gathers, rank 0 holds the tensors
+    if self.args.should_save: self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
 # %% ../nbs/09_trainer.ipynb #dddbee74
 # The run folder's README.md. TRL 1.16.0's `GRPOTrainer._save_checkpoint` calls `create_model_card` before every checkpoint, and
