@@ -6,9 +6,13 @@
    TRL has not computed old-policy log-probs.
 2. Peak GPU memory of the `qlora-7b` setup (4-bit NF4 language model + LoRA) on a 7B-size random QoQ-Med
    (target <= 20 GB).
+3. (`--forward-size 7b`) One bf16 forward of a 7B-size random QoQ-Med on an interleaved image + ECG + text prompt: time,
+   peak memory, and that the logits are finite and the ECG tokens reached the language model.
 
-    python bench/train_step.py                      # both parts, on the GPU
-    python bench/train_step.py --size tiny --qlora-size tiny --device cpu --steps 2   # smoke test of the script on a CPU
+    python bench/train_step.py                      # parts 1 and 2, on the GPU
+    python bench/train_step.py --forward-size 7b --skip-steps --skip-qlora   # part 3 alone
+    python bench/train_step.py --size tiny --qlora-size tiny --forward-size tiny --device cpu --steps 2   # smoke test on a CPU
+bench/gpu_check.sh runs every GPU-only check of the project in one go (this script's three parts and a 1-GPU FSDP step).
 
 Prints a table and writes bench/train_step.json. Random weights: the timings depend on shapes, not on what was learned.
 """
@@ -111,6 +115,34 @@ def qlora_peak_memory(size, device, steps, batch, generations, completion, max_p
     return dict(size=size, peak_gb=peak, trainable=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad))
 
 
+def forward_check(size, device, max_pixels):
+    "One forward of a random QoQ-Med (bf16 on the GPU) on an image + ECG + text prompt: seconds, peak GB, finite logits."
+    import numpy as np
+    from PIL import Image
+    from qoqmed.model import TIME_SERIES_TOKEN, TIME_SERIES_TOKEN_ID
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cuda": torch.cuda.reset_peak_memory_stats()
+    model = build_model(size, device, dtype).eval()
+    processor = build_processor(max_pixels)
+    text = (f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|><|vision_start|>{TIME_SERIES_TOKEN}<|vision_end|>"
+            "Findings?<|im_end|>\n<|im_start|>assistant\n")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (448, 448, 3), dtype=np.uint8))
+    ecg = np.random.default_rng(1).normal(size=(8, 2500)).astype(np.float32)
+    inputs = processor(text=text, images=[image], time_series=[ecg], return_tensors="pt")
+    inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+    n_ecg = int((inputs["input_ids"] == TIME_SERIES_TOKEN_ID).sum())
+    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
+    with torch.no_grad():
+        model(**inputs); sync()                      # warm-up
+        t = time.perf_counter(); logits = model(**inputs).logits; sync(); seconds = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
+    res = dict(size=size, dtype=str(dtype), tokens=int(inputs["input_ids"].shape[1]), ecg_tokens=n_ecg, seconds=seconds, peak_gb=peak,
+               finite=bool(torch.isfinite(logits).all()), parameters=sum(p.numel() for p in model.parameters()))
+    del model, logits
+    if device == "cuda": torch.cuda.empty_cache()
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="3b", choices=["tiny", "3b", "7b"])
@@ -121,6 +153,7 @@ def main():
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--completion", type=int, default=256)
     ap.add_argument("--max-pixels", type=int, default=448 * 448)
+    ap.add_argument("--forward-size", default=None, choices=["tiny", "3b", "7b"], help="also run part 3 on a model of this size")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-qlora", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).with_name("train_step.json")))
@@ -143,6 +176,12 @@ def main():
         results["qlora"] = q
         print(f"\nQLoRA ({a.qlora_size}, 4-bit NF4 LM + LoRA r=16): peak GPU memory {q['peak_gb']:.2f} GB (target <= 20 GB), "
               f"{q['trainable'] / 1e6:.1f} M trainable parameters")
+    if a.forward_size:
+        f = forward_check(a.forward_size, a.device, a.max_pixels)
+        results["forward"] = f
+        print(f"\nForward ({f['size']}, {f['parameters'] / 1e9:.2f} B parameters, {f['dtype']}): {f['tokens']} tokens "
+              f"({f['ecg_tokens']} ECG), {f['seconds']:.3f} s, peak GPU memory {f['peak_gb']:.2f} GB, logits finite: {f['finite']}")
+        if not f["finite"]: raise SystemExit("forward: non-finite logits")
     Path(a.out).write_text(json.dumps(results, indent=2))
     print(f"\nwritten {a.out}")
 

@@ -359,8 +359,11 @@ def _parse_value(text:str):
         except ValueError: return v
     return v
 
+_TOP_LEVEL_KEYS = ("resume",)   # a config's own keys outside the sections: `resume=true` must not become training.resume
+
 def _set_dotted(cfg:dict, key:str, value):
-    parts = key.split(".") if "." in key else ["training", key]
+    "Set `key` (dotted into a section; undotted: a `training` field, or a top-level key such as `resume`) to `value`."
+    parts = key.split(".") if "." in key else [key] if key in _TOP_LEVEL_KEYS else ["training", key]
     d = cfg
     for p in parts[:-1]: d = d.setdefault(p, {}) if isinstance(d.get(p), dict) or p not in d else d[p]
     d[parts[-1]] = value
@@ -485,6 +488,21 @@ def resolve_run_checkpoint(output_dir, # the run folder
     return None
 
 # %% ../nbs/10_recipes.ipynb #d5e1f3d7
+def _sharding_engine() -> str|None:
+    "The sharding engine accelerate launched this process under (`FSDP`, `DeepSpeed`), or None."
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true": return "FSDP"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true": return "DeepSpeed"
+    return None
+
+def _refuse_sharded_qlora(cfg:dict, path) -> None:
+    "Raise a `ConfigError` for a QLoRA run config launched under FSDP or DeepSpeed."
+    engine = _sharding_engine()
+    if cfg.get("qlora") and engine:
+        raise ConfigError(f"{path}: qlora: QLoRA is the single-GPU path and is not supported under {engine} (4-bit NF4 weights are not "
+                          f"sharded by qoqmed). Run it on one GPU (`qoqmed train --config {path}`), or leave out the `qlora:` section "
+                          f"to train all weights under {engine} (scripts/train.sh fsdp|zero3).")
+
+# %% ../nbs/10_recipes.ipynb #4a6337fd
 def _training_fields(cfg:dict, path) -> dict:
     "The run's `QoQMedGRPOConfig` fields (`output_dir` defaults to `runs/<config name>`); a misspelt one is named, with the nearest real ones."
     tcfg = dict(cfg["training"])
@@ -538,6 +556,7 @@ def train_from_config(path, # a YAML run config
                      ) -> QoQMedGRPOTrainer:
     "Build model, data and trainer from a run config, train (resuming if asked), save `final/`; returns the trainer."
     cfg = load_run_config(path, overrides)
+    _refuse_sharded_qlora(cfg, path)
     tcfg = _training_fields(cfg, path)
     _pixel_limits(cfg["model"])
     from accelerate import PartialState

@@ -9,7 +9,7 @@
 # Environment: GPUS (processes per node, default: all visible GPUs), NNODES (default 1), NODE_RANK (default 0),
 # MASTER_ADDR (default 127.0.0.1), MASTER_PORT (default 29500). Multi-node: run the same command on every node
 # with its NODE_RANK. Resume after a kill: append `resume=true` or `--resume` (continues from the last complete checkpoint), or
-# `resume=CHECKPOINT_DIR`.
+# `resume=CHECKPOINT_DIR` (read by the run config's loader as its top-level `resume`).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 zero3|fsdp|cpu2|fsdp-cpu2 CONFIG.yaml [key=value ...]" >&2; exit 2
@@ -19,20 +19,10 @@ engine="$1"; config="$2"; shift 2
 acc="$here/configs/accelerate/$engine.yaml"
 [ -f "$acc" ] || { echo "no accelerate config $acc (choose zero3, fsdp, cpu2 or fsdp-cpu2)" >&2; exit 2; }
 [ -f "$config" ] || { echo "no run config $config" >&2; exit 2; }
-args=(); resume=()   # `resume=true` / `resume=PATH` become `--resume[=PATH]`, last (as a bare key=value override it would be
-for a in "$@"; do     # read as training.resume)
-  case "$a" in
-    resume=true|resume=True) resume=(--resume) ;;
-    resume=false|resume=False|resume=none|resume=null) resume=() ;;
-    resume=*) resume=("--resume=${a#resume=}") ;;
-    *) args+=("$a") ;;
-  esac
-done
-args+=(${resume[@]+"${resume[@]}"})
 nnodes="${NNODES:-1}"
 if [ "${engine%cpu2}" != "$engine" ]; then gpus="${GPUS:-2}"   # cpu2, fsdp-cpu2: two CPU processes
 else gpus="${GPUS:-$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')}"; fi
 exec accelerate launch --config_file "$acc" \
   --num_machines "$nnodes" --machine_rank "${NODE_RANK:-0}" --num_processes "$((gpus * nnodes))" \
   --main_process_ip "${MASTER_ADDR:-127.0.0.1}" --main_process_port "${MASTER_PORT:-29500}" \
-  -m qoqmed.train --config "$config" ${args[@]+"${args[@]}"}
+  -m qoqmed.train --config "$config" "$@"
