@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_drpo_trainer_bench_quick(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "drpo_trainer.py"), "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     s = out.stdout
     assert "seed 0: warm start 4 steps" in s
