@@ -33,10 +33,10 @@ __all__ = ['QWEN25_VL_CHAT_TEMPLATE', 'QOQMED_CHAT_TEMPLATE', 'OFFICIAL_CHAT_TEM
            'STAGES', 'OFFICIAL_KEY_MAPPING', 'OFFICIAL_ARCHITECTURE', 'QWEN25_VL_IMAGE_SIZE', 'OFFICIAL_AUTO_MAP',
            'qwen_tiktoken_path', 'build_qwen25_tokenizer', 'add_time_series_token', 'QoQMedConfig',
            'tiny_qoqmed_config', 'tiny_image_processor', 'check_time_series', 'check_qoqmed_inputs',
-           'mm_token_type_ids_from_input_ids', 'QoQMedModel', 'suppress_placeholder_tokens',
-           'QoQMedForConditionalGeneration', 'QoQMedProcessor', 'tiny_qoqmed', 'qoqmed_7b_config', 'parameter_groups',
-           'trainable_table', 'freeze_for_stage', 'save_tiny_qwen', 'checkpoint_tensor_shapes', 'checkpoint_layout',
-           'official_config', 'official_config_dict']
+           'mm_token_type_ids_from_input_ids', 'unused_encoder_terms', 'encoders_missing_here', 'QoQMedModel',
+           'suppress_placeholder_tokens', 'QoQMedForConditionalGeneration', 'QoQMedProcessor', 'tiny_qoqmed',
+           'qoqmed_7b_config', 'parameter_groups', 'trainable_table', 'freeze_for_stage', 'save_tiny_qwen',
+           'checkpoint_tensor_shapes', 'checkpoint_layout', 'official_config', 'official_config_dict']
 
 # %% ../nbs/04_model.ipynb #ceee7ee2
 QWEN25_VL_CHAT_TEMPLATE = ( # Qwen2.5-VL-7B-Instruct's chat_template.json, verbatim
@@ -219,12 +219,46 @@ def mm_token_type_ids_from_input_ids(input_ids:torch.Tensor, config:QoQMedConfig
     "Qwen2.5-VL's modality ids (0 text, 1 image, 2 video) from token ids; ECG placeholders count as text."
     return (input_ids == config.image_token_id).int() + 2 * (input_ids == config.video_token_id).int()
 
+# %% ../nbs/04_model.ipynb #14a947fb
+def _world_size() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def unused_encoder_terms(model, # a `QoQMedModel`
+                         like:torch.Tensor, # the embeddings the result is added to (its device and dtype)
+                         images:bool=False, videos:bool=False, ecg:bool=False, # which encoder calls to make
+                        ) -> torch.Tensor:
+    "A scalar 0 that has run the ECG encoder (`ecg`) and the vision tower once per `images`/`videos` on minimal inputs."
+    zero = like.new_zeros((), dtype=torch.float32)
+    if ecg:
+        e = model.config.ecg_config
+        ts = torch.zeros(1, e.n_leads, e.n_patches * e.patch_samples, device=like.device)
+        zero = zero + model.get_time_series_features(ts).float().sum() * 0
+    v = model.config.vision_config
+    m = v.spatial_merge_size
+    grid = torch.tensor([[1, m, m]], device=like.device)
+    pixels = torch.zeros(m * m, v.in_channels * v.temporal_patch_size * v.patch_size ** 2, device=like.device, dtype=model.visual.dtype)
+    for run in (images, videos):
+        if run: zero = zero + model.visual(pixels, grid_thw=grid).pooler_output.float().sum() * 0
+    return zero.to(like.dtype)
+
+def encoders_missing_here(pixel_values=None, pixel_values_videos=None, time_series=None, # this process's media
+                          device=None, # where the collective's tensor lives (the model's device)
+                         ) -> dict:
+    "Which encoder calls (`images`, `videos`, `ecg`) some other process's batch makes and this one's does not (one all-reduce)."
+    mine = [pixel_values is not None, pixel_values_videos is not None, time_series is not None]
+    if _world_size() == 1: return dict(images=False, videos=False, ecg=False)
+    import torch.distributed as dist
+    anyone = torch.tensor(mine, dtype=torch.int32, device=device); dist.all_reduce(anyone)
+    return dict(zip(("images", "videos", "ecg"), [bool(n) and not m for n, m in zip(anyone.tolist(), mine)]))
+
 # %% ../nbs/04_model.ipynb #ca331fdc
 class QoQMedModel(Qwen2_5_VLModel):
     "Qwen2.5-VL's inner model plus the ECG bridge; ECG embeddings are merged at `<|time_series_pad|>` positions."
     config: QoQMedConfig
     config_class = QoQMedConfig
     _no_split_modules = ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock", "ECGJEPABlock"]
+    sync_encoders = False   # set by the trainer under DeepSpeed or FSDP: see "Every rank runs every encoder"
 
     def __init__(self, config:QoQMedConfig):
         super().__init__(config)
@@ -252,6 +286,7 @@ class QoQMedModel(Qwen2_5_VLModel):
                       pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
                       video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts, mm_encoder_outputs=mm_encoder_outputs)
         check_qoqmed_inputs(self.config, input_ids=input_ids, time_series=time_series, **kwargs)
+        missing = encoders_missing_here(pixel_values, pixel_values_videos, time_series, self.device) if self.sync_encoders else None
         if inputs_embeds is None: inputs_embeds = self.get_input_embeddings()(input_ids)
         if time_series is not None:
             ecg_embeds = self.get_time_series_features(time_series).to(inputs_embeds.device, inputs_embeds.dtype)
@@ -262,6 +297,7 @@ class QoQMedModel(Qwen2_5_VLModel):
             if int(mask.sum()) != ecg_embeds.shape[0]:
                 raise ValueError(f"time_series: {ecg_embeds.shape[0]} ECG tokens but {int(mask.sum())} {TIME_SERIES_TOKEN} positions")
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), ecg_embeds)
+        if missing and any(missing.values()): inputs_embeds = inputs_embeds + unused_encoder_terms(self, inputs_embeds, **missing)   # ECG, then vision: the real calls' order
         if mm_token_type_ids is None and input_ids is not None and (kwargs.get("image_grid_thw") is not None or kwargs.get("video_grid_thw") is not None):
             mm_token_type_ids = mm_token_type_ids_from_input_ids(input_ids, self.config)
         return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, mm_token_type_ids=mm_token_type_ids, **kwargs)
@@ -348,6 +384,10 @@ class QoQMedForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         kwargs = generation_config.update(**kwargs)  # generation options (max_new_tokens, ...) go into the copy; model inputs stay
         generation_config = suppress_placeholder_tokens(generation_config, self.config)
         if time_series is not None: kwargs["time_series"] = time_series
+        if self.model.sync_encoders:   # generate runs the vision tower itself, before the first forward: match those calls too
+            missing = encoders_missing_here(kwargs.get("pixel_values"), kwargs.get("pixel_values_videos"), None, self.device)
+            if missing["images"] or missing["videos"]:
+                with torch.no_grad(): unused_encoder_terms(self.model, torch.zeros((), device=self.device), images=missing["images"], videos=missing["videos"])
         return super().generate(input_ids=input_ids, generation_config=generation_config, **kwargs)
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):

@@ -405,6 +405,23 @@ def set_pixel_limits(processor, # a QoQMedProcessor (any Qwen2-VL-style processo
     return processor
 
 # %% ../nbs/10_recipes.ipynb #49d3cfde
+@contextlib.contextmanager
+def _built_whole():
+    "Models built inside are not partitioned by DeepSpeed ZeRO-3's `zero.Init` (transformers' own flag for nested builds)."
+    from transformers import modeling_utils
+    with modeling_utils.set_zero3_state(): yield
+
+def _saved_copy(model, processor) -> str:
+    "A temporary folder holding `model` and `processor`, written once by the main process of a launch (transformers saves on rank 0 only)."
+    import tempfile, torch.distributed as tdist
+    def save():
+        tmp = tempfile.mkdtemp(prefix="qoqmed-tiny-"); model.save_pretrained(tmp); processor.save_pretrained(tmp)
+        return tmp
+    if not (tdist.is_available() and tdist.is_initialized()): return save()
+    from accelerate import PartialState
+    return main_process_decides(save, PartialState())
+
+# %% ../nbs/10_recipes.ipynb #53fb8de4
 def _pixel_limits(model_cfg:dict) -> dict:
     "The `model.min_pixels` / `model.max_pixels` of a run config, checked; a `ConfigError` names the bad one."
     pixels = {k: model_cfg[k] for k in ("min_pixels", "max_pixels") if model_cfg.get(k) is not None}
@@ -422,11 +439,10 @@ def build_from_config(cfg:dict, # from `load_run_config`
     dtype = getattr(torch, m.get("dtype", "bfloat16"))
     if m.get("tiny"):
         from qoqmed.model import tiny_qoqmed
-        model, processor = tiny_qoqmed(seed=int(m.get("seed", 0)))
-        if q:   # QLoRA on the tiny model: through a saved copy, as from any folder
-            import tempfile
-            tmp = tempfile.mkdtemp(prefix="qoqmed-tiny-"); model.save_pretrained(tmp); processor.save_pretrained(tmp)
-            model, processor = load_qoqmed(tmp, qlora=True, dtype=dtype)
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        with _built_whole(): model, processor = tiny_qoqmed(seed=int(m.get("seed", 0)))
+        if q or is_deepspeed_zero3_enabled():   # QLoRA, or ZeRO-3 (partitioned as it loads): through a saved copy, as from any folder
+            model, processor = load_qoqmed(_saved_copy(model, processor), qlora=bool(q), dtype=dtype)
     elif m.get("path"): model, processor = load_qoqmed(m["path"], qlora=bool(q), dtype=dtype)
     elif m.get("qwen"):
         from qoqmed.model import QoQMedForConditionalGeneration, QoQMedProcessor

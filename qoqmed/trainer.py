@@ -26,13 +26,13 @@ from .trl_data import (logger, encode_prompt, strip_media, collate_media, defaul
 # %% auto #0
 __all__ = ['ALGOS', 'STAGES', 'REWARD_PRESETS', 'REWARD_TOTALS', 'DRPO_STATE_NAME', 'GENERATION_CYCLE_NAME', 'COMPLETE_MARKER',
            'CHECKPOINT_FORMAT', 'ConfigError', 'QoQMedGRPOConfig', 'check_vllm_data', 'tiny_run_config',
-           'toy_text_reward', 'reference_source', 'build_reference_model', 'apply_stage', 'QoQMedGRPOTrainer',
-           'completion_logps', 'total_rewards', 'rollout_kl', 'atomic_torch_save', 'atomic_write_text', 'file_checksum',
-           'checkpoint_manifest', 'CheckpointError', 'UnsafeCheckpointError', 'pickle_globals', 'unsafe_globals',
-           'check_checkpoint_safe', 'checkpoint_problems', 'last_complete_checkpoint', 'find_resume_checkpoint',
-           'verify_resume_checkpoint', 'prune_checkpoints', 'safe_torch_load', 'load_checkpoint_weights',
-           'truncate_jsonl_steps', 'main_process_decides', 'fsdp_on_cpu', 'fsdp2_loads_buffers',
-           'fsdp2_resumes_partial_optimizer']
+           'toy_text_reward', 'reference_source', 'build_reference_model', 'apply_stage', 'sync_encoders',
+           'QoQMedGRPOTrainer', 'completion_logps', 'total_rewards', 'rollout_kl', 'atomic_torch_save',
+           'atomic_write_text', 'file_checksum', 'checkpoint_manifest', 'CheckpointError', 'UnsafeCheckpointError',
+           'pickle_globals', 'unsafe_globals', 'check_checkpoint_safe', 'checkpoint_problems',
+           'last_complete_checkpoint', 'find_resume_checkpoint', 'verify_resume_checkpoint', 'prune_checkpoints',
+           'safe_torch_load', 'load_checkpoint_weights', 'truncate_jsonl_steps', 'main_process_decides', 'fsdp_on_cpu',
+           'fsdp2_loads_buffers', 'fsdp2_resumes_partial_optimizer']
 
 # %% ../nbs/09_trainer.ipynb #18d8ad23
 ALGOS = ("grpo",) + tuple(k for k in PRESETS if k != "grpo")   # grpo, drpo, drpo_domain_only, drpo_nokl, drpo_reference
@@ -186,6 +186,14 @@ def apply_stage(model, # a QoQ-Med model (or a PEFT wrapper of one)
     return model
 
 # %% ../nbs/09_trainer.ipynb #5bfa5510
+def sync_encoders(*models):
+    "Turn on `QoQMedModel.sync_encoders` in each model (policy, reference; wrapped or not): every process runs every encoder any process needs."
+    from qoqmed.model import QoQMedModel
+    for model in models:
+        for m in (model.modules() if model is not None else ()):
+            if isinstance(m, QoQMedModel): m.sync_encoders = True
+
+# %% ../nbs/09_trainer.ipynb #4d450179
 class QoQMedGRPOTrainer(GRPOTrainer):
     "TRL's `GRPOTrainer` (written against TRL 1.16.0) with QoQ-Med media and DRPO advantages."
     _tag_names = ["trl", "grpo", "qoqmed", "drpo"]
@@ -206,6 +214,7 @@ class QoQMedGRPOTrainer(GRPOTrainer):
         finally:
             if ref is not None: args.beta, args.sync_ref_model = beta, sync
         if ref is not None: self._install_reference(ref)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled: sync_encoders(self.model, self.ref_model)   # see 'DeepSpeed ZeRO-3 on CPU processes'
         self.add_callback(_TraceCut(self))   # a resumed run's trace is an uninterrupted run's (see `train`)
         if self._is_vlm:   # media decoded by the DataLoader (in its workers when dataloader_num_workers > 0), see "Media decoding"
             self.data_collator = MediaEncodingCollator(self.processing_class, args.max_frames)

@@ -1,4 +1,4 @@
-"The shipped accelerate configs parse with accelerate's own loader, and fsdp-cpu2.yaml is fsdp.yaml's FSDP2 over two CPU processes."
+"The shipped accelerate configs parse with accelerate's own loader; fsdp-cpu2.yaml and zero3-cpu2.yaml are fsdp.yaml's FSDP2 and zero3.yaml's ZeRO-3 over two CPU processes."
 from pathlib import Path
 
 import pytest
@@ -7,12 +7,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ACC = ROOT / "configs" / "accelerate"
 
 
-@pytest.mark.parametrize("name", ["cpu2", "fsdp", "fsdp-cpu2", "zero3"])
+@pytest.mark.parametrize("name", ["cpu2", "fsdp", "fsdp-cpu2", "zero3", "zero3-cpu2"])
 def test_accelerate_config_parses(name):
     from accelerate.commands.config.config_args import ClusterConfig
     cfg = ClusterConfig.from_yaml_file(ACC / f"{name}.yaml")
-    assert str(cfg.distributed_type).endswith({"cpu2": "MULTI_GPU", "fsdp": "FSDP", "fsdp-cpu2": "FSDP", "zero3": "DEEPSPEED"}[name])
-    if name == "zero3": assert cfg.deepspeed_config["zero_stage"] == 3   # DeepSpeed itself is not needed to read it
+    assert str(cfg.distributed_type).endswith({"cpu2": "MULTI_GPU", "fsdp": "FSDP", "fsdp-cpu2": "FSDP", "zero3": "DEEPSPEED", "zero3-cpu2": "DEEPSPEED"}[name])
+    if name.startswith("zero3"): assert cfg.deepspeed_config["zero_stage"] == 3   # DeepSpeed itself is not needed to read it
 
 
 def test_fsdp_cpu2_is_fsdp_over_two_cpu_processes():
@@ -20,6 +20,13 @@ def test_fsdp_cpu2_is_fsdp_over_two_cpu_processes():
     gpu, cpu = (ClusterConfig.from_yaml_file(ACC / f"{n}.yaml") for n in ("fsdp", "fsdp-cpu2"))
     assert cpu.fsdp_config == gpu.fsdp_config and cpu.fsdp_config["fsdp_version"] == 2
     assert cpu.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT" and cpu.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
+    assert (cpu.num_processes, str(cpu.mixed_precision), gpu.mixed_precision) == (2, "no", "bf16")
+
+
+def test_zero3_cpu2_is_zero3_over_two_cpu_processes():
+    from accelerate.commands.config.config_args import ClusterConfig
+    gpu, cpu = (ClusterConfig.from_yaml_file(ACC / f"{n}.yaml") for n in ("zero3", "zero3-cpu2"))
+    assert cpu.deepspeed_config == gpu.deepspeed_config and cpu.deepspeed_config["zero3_init_flag"] is True
     assert (cpu.num_processes, str(cpu.mixed_precision), gpu.mixed_precision) == (2, "no", "bf16")
 
 
