@@ -16,12 +16,18 @@ try: import deepspeed  # noqa: F401
 except ImportError:   # .ci/run installs DeepSpeed after the main suite and sets QOQMED_REQUIRE_DEEPSPEED: there this must run, not skip
     if os.environ.get("QOQMED_REQUIRE_DEEPSPEED"): raise
     pytest.skip("DeepSpeed not installed (pip install --no-build-isolation deepspeed==0.19.8: from source, without CUDA)", allow_module_level=True)
-pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 
 
-def _env(port):
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.accelerate_cli"]   # the accelerate of the Python that has DeepSpeed
+
+
+def _env(port, tmp_path):
+    "The launch environment, with an `accelerate` first on PATH that is this Python's (scripts/train.sh calls `accelerate`)."
+    bin_dir = tmp_path / "bin"; bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "accelerate"
+    wrapper.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} -m accelerate.commands.accelerate_cli "$@"\n'); wrapper.chmod(0o755)
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
-            "MASTER_PORT": str(port)}
+            "MASTER_PORT": str(port), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 # Each rank records its parameters (partitioned or not, local partition and full sizes), the reference model's, every DRPO call
@@ -58,8 +64,8 @@ acc.wait_for_everyone(); acc.end_training()
 def test_zero3_cpu2_partitions_and_drpo_matches_one_process(tmp_path):
     script = tmp_path / "zero3.py"; script.write_text(SCRIPT)
     out = tmp_path / "run"; out.mkdir()
-    cmd = ["accelerate", "launch", "--config_file", str(ZERO3_CPU2), "--main_process_port", "29551", str(script), str(out), str(DEMO)]
-    r = subprocess.run(cmd, env=_env(29551), capture_output=True, text=True, timeout=900, cwd=ROOT)
+    cmd = [*ACCELERATE, "launch", "--config_file", str(ZERO3_CPU2), "--main_process_port", "29551", str(script), str(out), str(DEMO)]
+    r = subprocess.run(cmd, env=_env(29551, tmp_path), capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     a, b = (torch.load(out / f"rank{i}.pt", weights_only=True) for i in (0, 1))
     # ZeRO-3, not DDP: every parameter of the policy and of the reference partitioned, each rank holding half of each
@@ -107,12 +113,12 @@ def test_zero3_cpu2_partitions_and_drpo_matches_one_process(tmp_path):
     assert sum(p.numel() for p in fresh.parameters()) == sum(p["full"] for p in a["params"].values())
 
 
-def _train_sh(out, steps, *extra, port):
+def _train_sh(out, steps, *extra, port, tmp_path):
     "`scripts/train.sh zero3-cpu2 configs/demo.yaml` as a user runs it (2 x 4 rollouts per step, a checkpoint after every step)."
     cmd = ["bash", str(ROOT / "scripts" / "train.sh"), "zero3-cpu2", str(DEMO), f"training.output_dir={out}", f"training.max_steps={steps}",
            "training.per_device_train_batch_size=4", "training.save_steps=1", "training.save_total_limit=3", "data.check=none",
            "training.disable_tqdm=true", *extra]
-    return subprocess.Popen(cmd, env=_env(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(cmd, env=_env(port, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
 
 
 def _steps(trace):
@@ -126,12 +132,12 @@ def test_zero3_cpu2_kill_and_resume_ends_where_an_uninterrupted_run_ends(tmp_pat
     from qoqmed.train import COMPLETE_MARKER, DRPO_STATE_NAME, last_complete_checkpoint
     steps = 3
     ref = tmp_path / "ref"
-    proc = _train_sh(ref, steps, port=29552)
+    proc = _train_sh(ref, steps, port=29552, tmp_path=tmp_path)
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log[-4000:]
 
     out = tmp_path / "run"
-    proc = _train_sh(out, steps, port=29553)
+    proc = _train_sh(out, steps, port=29553, tmp_path=tmp_path)
     deadline = time.time() + 600
     try:   # kill every process of the launch (accelerate, torchrun, both ranks) once checkpoint-1 is complete
         while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-1" / COMPLETE_MARKER).is_file(): time.sleep(0.2)
@@ -141,7 +147,7 @@ def test_zero3_cpu2_kill_and_resume_ends_where_an_uninterrupted_run_ends(tmp_pat
     done = Path(last_complete_checkpoint(out)).name
     assert done in ("checkpoint-1", "checkpoint-2") and not (out / "final").exists(), done
 
-    proc = _train_sh(out, steps, "resume=true", port=29554)
+    proc = _train_sh(out, steps, "resume=true", port=29554, tmp_path=tmp_path)
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log[-4000:]
     assert "resuming from" in log and done in log
